@@ -1,0 +1,19 @@
+"""Contrastive and distillation losses: pure functions over embeddings / logits."""
+
+from aced.losses.contrastive import (
+    pair_labels,
+    pair_logits,
+    sigmoid_loss,
+    sigmoid_loss_with_metrics,
+    sigmoid_pair_losses,
+    softmax_loss,
+)
+
+__all__ = [
+    "pair_labels",
+    "pair_logits",
+    "sigmoid_loss",
+    "sigmoid_loss_with_metrics",
+    "sigmoid_pair_losses",
+    "softmax_loss",
+]
