@@ -8,11 +8,19 @@ from aced.losses.contrastive import (
     sigmoid_pair_losses,
     softmax_loss,
 )
+from aced.losses.sharded import (
+    sharded_sigmoid_loss,
+    sigmoid_loss_all_gather,
+    sigmoid_loss_ring,
+)
 
 __all__ = [
     "pair_labels",
     "pair_logits",
+    "sharded_sigmoid_loss",
     "sigmoid_loss",
+    "sigmoid_loss_all_gather",
+    "sigmoid_loss_ring",
     "sigmoid_loss_with_metrics",
     "sigmoid_pair_losses",
     "softmax_loss",
