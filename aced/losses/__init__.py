@@ -8,6 +8,7 @@ from aced.losses.contrastive import (
     sigmoid_pair_losses,
     softmax_loss,
 )
+from aced.losses.distill import feature_kd, sigmoid_kd, softmax_kd, softmax_kl
 from aced.losses.sharded import (
     sharded_sigmoid_loss,
     sigmoid_loss_all_gather,
@@ -15,6 +16,10 @@ from aced.losses.sharded import (
 )
 
 __all__ = [
+    "feature_kd",
+    "sigmoid_kd",
+    "softmax_kd",
+    "softmax_kl",
     "pair_labels",
     "pair_logits",
     "sharded_sigmoid_loss",

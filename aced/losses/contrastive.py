@@ -8,7 +8,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, ScalarLike, jaxtyped
+from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
 from beartype import beartype as typechecker
 
 
@@ -19,8 +19,13 @@ def pair_logits(
     return t * (zimg @ ztxt.T) + b
 
 
-def pair_labels(n: int, m: int | None = None, offset: int = 0) -> Float[Array, "n m"]:
-    """SigLIP labels ``z_ij``: +1 where ``i + offset == j``, -1 elsewhere."""
+def pair_labels(
+    n: int, m: int | None = None, offset: int | Int[Array, ""] = 0
+) -> Float[Array, "n m"]:
+    """SigLIP labels ``z_ij``: +1 where ``i + offset == j``, -1 elsewhere.
+
+    `offset` may be traced (e.g. ``axis_index * n`` for a device's rows).
+    """
     m = n if m is None else m
     rows = jnp.arange(n)[:, None] + offset
     return jnp.where(rows == jnp.arange(m)[None, :], 1.0, -1.0)

@@ -29,18 +29,7 @@ from beartype import beartype as typechecker
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
 
-from aced.losses.contrastive import pair_logits
-
-
-def _block_labels(
-    n: int, m: int, column_offset: Int[Array, ""] | int
-) -> Float[Array, "n m"]:
-    """+1 where local row i meets column ``i + column_offset``, -1 elsewhere.
-
-    Unlike `pair_labels` the offset may be traced (an ``axis_index``).
-    """
-    rows = jnp.arange(n)[:, None] + column_offset
-    return jnp.where(rows == jnp.arange(m)[None, :], 1.0, -1.0)
+from aced.losses.contrastive import pair_labels, pair_logits
 
 
 @jaxtyped(typechecker=typechecker)
@@ -70,7 +59,7 @@ def sigmoid_loss_all_gather(
     ztxt_all = jax.lax.all_gather(ztxt_local, axis_name, tiled=True)
     logits = pair_logits(zimg_local, ztxt_all, t, b)  # (n, D) . (D, k n) -> (n, k n)
     offset = jax.lax.axis_index(axis_name) * n
-    labels = _block_labels(n, k * n, offset).astype(logits.dtype)
+    labels = pair_labels(n, k * n, offset).astype(logits.dtype)
     local_sum = -jax.nn.log_sigmoid(labels * logits).sum()
     return jax.lax.psum(local_sum, axis_name) / (k * n)
 
@@ -87,7 +76,7 @@ def _block_loss_sum(
     # block, not its (n, n) logits, so a device never holds more than one block.
     logits = pair_logits(zimg, ztxt, t, b)  # (n, D) . (D, n) -> (n, n)
     if positives:
-        labels = _block_labels(zimg.shape[0], ztxt.shape[0], 0).astype(logits.dtype)
+        labels = pair_labels(zimg.shape[0], ztxt.shape[0], 0).astype(logits.dtype)
         return -jax.nn.log_sigmoid(labels * logits).sum()
     # Off-diagonal block: every pair is a negative, -log sigmoid(-x).
     return -jax.nn.log_sigmoid(-logits).sum()
