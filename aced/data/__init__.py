@@ -1,0 +1,89 @@
+"""Data: built-in Fashion-MNIST scenes, tokenizers, HF-datasets loaders, batching.
+
+See ``docs/data.md``. The loaders of `aced.data.hf` import Hugging Face
+`datasets` on first use only.
+"""
+
+from aced.data.batching import (
+    BatchIterator,
+    ExampleSource,
+    IteratorState,
+    LoadedExamples,
+    SceneSource,
+)
+from aced.data.captions import COARSE_NAMES, COARSE_OF_CLASS, FAMILIES, position_names
+from aced.data.fashion_mnist import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    load_fashion_mnist,
+    load_fashion_mnist_hub,
+)
+from aced.data.images import BadImageError, decode_image, resize_center_crop, to_model_images
+from aced.data.scenes import (
+    QUALITY,
+    QUALITY_NAMES,
+    SceneConfig,
+    SceneSplit,
+    WebNoise,
+    add_web_noise,
+    curated_split,
+    eval_split,
+    make_scenes,
+    web_split,
+)
+from aced.data.tokenize import (
+    TextTokenizer,
+    build_word_tokenizer,
+    builtin_tokenizer,
+    load_sentencepiece,
+    load_tokenizer,
+    save_tokenizer,
+)
+
+_HF_NAMES = ("ImageTextDataset", "load_csv", "load_imagefolder", "load_parquet", "load_webdataset")
+
+
+def __getattr__(name: str):
+    if name in _HF_NAMES:
+        from aced.data import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'aced.data' has no attribute {name!r}")
+
+
+__all__ = [
+    "BadImageError",
+    "BatchIterator",
+    "CLASS_NAMES",
+    "COARSE_NAMES",
+    "COARSE_OF_CLASS",
+    "ExampleSource",
+    "FAMILIES",
+    "IteratorState",
+    "LoadedExamples",
+    "NUM_CLASSES",
+    "QUALITY",
+    "QUALITY_NAMES",
+    "SceneConfig",
+    "SceneSource",
+    "SceneSplit",
+    "TextTokenizer",
+    "WebNoise",
+    "add_web_noise",
+    "build_word_tokenizer",
+    "builtin_tokenizer",
+    "curated_split",
+    "decode_image",
+    "eval_split",
+    "load_fashion_mnist",
+    "load_fashion_mnist_hub",
+    "load_sentencepiece",
+    "load_tokenizer",
+    "make_scenes",
+    "position_names",
+    "resize_center_crop",
+    "save_tokenizer",
+    "to_model_images",
+    "web_split",
+    *_HF_NAMES,
+]
