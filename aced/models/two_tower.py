@@ -1,0 +1,155 @@
+"""SigLIP two-tower model (big_vision ``two_towers.py``): a `ViT`, a
+`TextEncoder`, and the learned temperature (stored as a log) and bias.
+
+The model embeds and forms pair logits; it never computes a loss.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from beartype import beartype as typechecker
+from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
+
+from aced.models.text import TextConfig, TextEncoder
+from aced.models.vit import ViT, ViTConfig
+
+# SigLIP's initialisation (arXiv 2303.15343, Sec. 3.3): t' = log 10, b = -10.
+INIT_LOG_TEMPERATURE = math.log(10.0)
+INIT_BIAS = -10.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TwoTowerConfig:
+    """An image tower and a text tower whose outputs share one width D."""
+
+    image: ViTConfig
+    text: TextConfig
+
+    def __post_init__(self):
+        if not isinstance(self.image, ViTConfig) or not isinstance(self.text, TextConfig):
+            raise ValueError(
+                "TwoTowerConfig needs image=ViTConfig(...) and text=TextConfig(...), got "
+                f"{type(self.image).__name__} and {type(self.text).__name__}"
+            )
+        if self.image.output_dim != self.text.output_dim:
+            raise ValueError(
+                f"image tower outputs width {self.image.output_dim} but text tower outputs "
+                f"{self.text.output_dim}; set out_dim of both towers to the same embedding width"
+            )
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the width of the shared image-text embedding space."""
+        return self.image.output_dim
+
+    @classmethod
+    def from_variants(
+        cls,
+        *,
+        image_variant: str,
+        text_variant: str,
+        embed_dim: int,
+        image_size: int,
+        vocab_size: int,
+        max_len: int,
+        image_overrides: dict[str, Any] | None = None,
+        text_overrides: dict[str, Any] | None = None,
+    ) -> "TwoTowerConfig":
+        """Both towers from variant strings, each projected to `embed_dim`.
+
+        **Arguments:**
+
+        - `image_variant`: e.g. ``"mu/7"``, ``"B/16"``.
+        - `text_variant`: e.g. ``"mu"``, ``"B"``.
+        - `embed_dim`: D, the output width of both projection heads.
+        - `image_size`: input image side.
+        - `vocab_size`, `max_len`: the text tower's vocabulary and length.
+        - `image_overrides`, `text_overrides`: other fields of each config
+          (e.g. ``{"pool": "gap"}``).
+
+        **Returns:** the `TwoTowerConfig`.
+        """
+        image = ViTConfig.from_variant(
+            image_variant, image_size=image_size, **{"out_dim": embed_dim, **(image_overrides or {})}
+        )
+        text = TextConfig.from_variant(
+            text_variant,
+            vocab_size=vocab_size,
+            max_len=max_len,
+            **{"out_dim": embed_dim, **(text_overrides or {})},
+        )
+        return cls(image=image, text=text)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; inverse of `from_dict`."""
+        return {"image": dataclasses.asdict(self.image), "text": dataclasses.asdict(self.text)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TwoTowerConfig":
+        """Rebuild a config written by `to_dict`."""
+        try:
+            return cls(image=ViTConfig(**data["image"]), text=TextConfig(**data["text"]))
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"not a TwoTowerConfig dict ({error}); expected keys 'image' and 'text' "
+                "holding ViTConfig and TextConfig fields, as written by TwoTowerConfig.to_dict"
+            ) from error
+
+    def forward_flops(self, num_tokens: int | None = None) -> int:
+        """Analytic forward FLOPs per image-text pair; see `aced.flops`."""
+        from aced.flops import two_tower_forward_flops
+
+        return two_tower_forward_flops(self, num_tokens)
+
+
+def _l2_normalize(x: Float[Array, "n D"]) -> Float[Array, "n D"]:
+    # The floor only guards an all-zero vector (as torch's F.normalize, eps 1e-12).
+    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+    return x / jnp.maximum(norm, 1e-12)
+
+
+class TwoTower(eqx.Module):
+    """SigLIP image-text model: two towers, log-temperature and bias."""
+
+    image: ViT
+    text: TextEncoder
+    log_temperature: Float[Array, ""]
+    bias: Float[Array, ""]
+    config: TwoTowerConfig = eqx.field(static=True)
+
+    def __init__(self, config: TwoTowerConfig, *, key: PRNGKeyArray):
+        ikey, tkey = jax.random.split(key)
+        self.image = ViT(config.image, key=ikey)
+        self.text = TextEncoder(config.text, key=tkey)
+        self.log_temperature = jnp.asarray(INIT_LOG_TEMPERATURE, jnp.float32)
+        self.bias = jnp.asarray(INIT_BIAS, jnp.float32)
+        self.config = config
+
+    @property
+    def temperature(self) -> Float[Array, ""]:
+        """t = exp(log_temperature), the factor on cosine similarities."""
+        return jnp.exp(self.log_temperature)
+
+    @jaxtyped(typechecker=typechecker)
+    def embed_images(self, images: Float[Array, "n H W C"]) -> Float[Array, "n D"]:
+        """L2-normalised image embeddings of a batch of channels-last images."""
+        return _l2_normalize(jax.vmap(self.image)(images))
+
+    @jaxtyped(typechecker=typechecker)
+    def embed_texts(self, tokens: Int[Array, "n L"]) -> Float[Array, "n D"]:
+        """L2-normalised text embeddings of a batch of token rows."""
+        return _l2_normalize(jax.vmap(self.text)(tokens))
+
+    @jaxtyped(typechecker=typechecker)
+    def logits(
+        self, images: Float[Array, "n H W C"], tokens: Int[Array, "m L"]
+    ) -> Float[Array, "n m"]:
+        """Pair logits ``t * zimg @ ztxt.T + b``; entry (i, j) pairs image i with text j."""
+        zimg = self.embed_images(images)
+        ztxt = self.embed_texts(tokens)
+        # (n, D) . (D, m) -> (n, m)
+        return self.temperature * (zimg @ ztxt.T) + self.bias
