@@ -1,0 +1,189 @@
+"""Joint example selection (JEST, Evans et al. 2024, arXiv 2406.17711).
+
+The sub-batch is built in ``n_chunks`` chunks of ``c = n_select / n_chunks``
+examples. The first chunk is drawn without replacement from
+``softmax(diag S)``; each later chunk from
+``softmax(S_kk + sum_{q in Q} (S_qk + S_kq))`` over the examples k not yet in
+Q, which is exactly the change of the sub-batch score ``sum_{i,j in Q} S_ij``
+when k joins Q. Drawing c without replacement from a softmax is Gumbel top-k:
+``top_k(logits + Gumbel noise, c)``.
+
+Randomness and arithmetic are shared with the blocked path
+(`aced.selection.joint_select_blocked`): chunk i draws noise of shape (B,)
+from ``fold_in(key, i)``, and after each chunk the logits gain the row and
+column sums of S over the new chunk, summed exactly in fixed point
+(`aced.kernels.learnability.fixed_point_sum`). Both paths therefore return the
+same indices for the same key.
+"""
+
+import functools
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from beartype import beartype as typechecker
+from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
+
+from aced.kernels.learnability import fixed_point_bits, fixed_point_sum
+
+# (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
+ChunkSums = Callable[[Array], tuple[Array, Array]]
+
+
+def check_counts(size: int, n_select: int, n_chunks: int) -> None:
+    """Eager checks of the selection sizes, with the fix in each message."""
+    if n_chunks < 1:
+        raise ValueError(f"{n_chunks=} must be >= 1")
+    if n_select < 1:
+        raise ValueError(f"{n_select=} must be >= 1")
+    if n_select > size:
+        raise ValueError(f"{n_select=} must be <= the super-batch size B={size}")
+    if n_select % n_chunks:
+        raise ValueError(
+            f"{n_select=} must be a multiple of {n_chunks=} (each chunk takes "
+            f"n_select / n_chunks examples); round n_select to a multiple of n_chunks"
+        )
+
+
+def check_finite(x: Array, what: str) -> Array:
+    """Reject NaN/Inf: a ValueError on concrete arrays, `eqx.error_if` under tracing."""
+    message = f"{what} must be finite; found NaN or Inf"
+    if isinstance(x, jax.core.Tracer):
+        return eqx.error_if(x, ~jnp.isfinite(x).all(), message)
+    if not bool(jnp.isfinite(x).all()):
+        raise ValueError(message)
+    return x
+
+
+def gumbel_top_k(
+    key: PRNGKeyArray, logits: Float[Array, " B"], k: int, greedy: bool
+) -> Int[Array, " k"]:
+    """k indices without replacement from ``softmax(logits)`` (greedy: the k largest)."""
+    if not greedy:
+        logits = logits + jax.random.gumbel(key, logits.shape, jnp.float32)
+    return jax.lax.top_k(logits, k)[1].astype(jnp.int32)
+
+
+def select_chunks(
+    key: PRNGKeyArray,
+    diagonal: Float[Array, " B"],
+    chunk_sums: ChunkSums,
+    n_select: int,
+    n_chunks: int,
+    greedy: bool,
+) -> Int[Array, " k"]:
+    """The JEST loop, shared by the dense and the blocked path.
+
+    **Arguments:**
+
+    - `key`: chunk i uses ``fold_in(key, i)``.
+    - `diagonal`: ``S_kk``, the first chunk's logits.
+    - `chunk_sums`: maps a chunk's indices to ``(sum_q S_kq, sum_q S_qk)``.
+    - `n_select`, `n_chunks`, `greedy`: as in `joint_select`.
+
+    **Returns:** the n_select indices, chunk after chunk.
+    """
+    size = diagonal.shape[0]
+    chunk = n_select // n_chunks
+
+    def draw(i, logits, selected):
+        logits = jnp.where(selected, -jnp.inf, logits)
+        return gumbel_top_k(jax.random.fold_in(key, i), logits, chunk, greedy)
+
+    logits = diagonal.astype(jnp.float32)
+    first = draw(0, logits, jnp.zeros((size,), bool))
+    out = jnp.zeros((n_select,), jnp.int32).at[:chunk].set(first)
+    selected = jnp.zeros((size,), bool).at[first].set(True)
+
+    def step(i, carry):
+        logits, selected, out, last = carry
+        row_sums, col_sums = chunk_sums(last)
+        logits = logits + row_sums + col_sums
+        new = draw(i, logits, selected)
+        out = jax.lax.dynamic_update_slice(out, new, (i * chunk,))
+        return logits, selected.at[new].set(True), out, new
+
+    return jax.lax.fori_loop(1, n_chunks, step, (logits, selected, out, first))[2]
+
+
+def dense_chunk_sums(scores: Float[Array, "B B"], n_select: int, n_chunks: int) -> ChunkSums:
+    """`ChunkSums` from a dense score matrix: gather the chunk's columns and rows."""
+    frac_bits = fixed_point_bits(n_select // n_chunks)
+
+    def sums(chunk):
+        row_sums = fixed_point_sum(scores[:, chunk], frac_bits)  # (B, c) -> (B,)
+        col_sums = fixed_point_sum(scores[chunk, :].T, frac_bits)  # (c, B) -> (B,)
+        return row_sums, col_sums
+
+    return sums
+
+
+@functools.partial(jax.jit, static_argnames=("n_select", "n_chunks", "greedy"))
+def _joint_select(key, scores, n_select, n_chunks, greedy):
+    scores = scores.astype(jnp.float32)
+    sums = dense_chunk_sums(scores, n_select, n_chunks)
+    return select_chunks(key, jnp.diagonal(scores), sums, n_select, n_chunks, greedy)
+
+
+@jaxtyped(typechecker=typechecker)
+def joint_select(
+    key: PRNGKeyArray,
+    scores: Float[Array, "B B"],
+    n_select: int,
+    n_chunks: int,
+    *,
+    greedy: bool = False,
+) -> Int[Array, " k"]:
+    """JEST joint example selection from a dense pair-score matrix.
+
+    **Arguments:**
+
+    - `key`: PRNG key; the same key gives the same indices.
+    - `scores`: ``S``, (B, B), e.g. from `score_matrix`. Must be finite: a
+      ValueError when called eagerly, an `eqx.error_if` failure under `jit`.
+      Entries beyond the fixed-point range (about ``±2**(31 - c.bit_length())``,
+      c the chunk size) are clipped in the conditional sums.
+    - `n_select`: sub-batch size b, at most B and a multiple of `n_chunks`.
+    - `n_chunks`: number of chunks (JEST uses 16); ``n_chunks = 1`` is
+      independent selection on ``diag S``.
+    - `greedy`: take the top logits instead of sampling (no Gumbel noise).
+
+    `n_select`, `n_chunks` and `greedy` are static under `jit`.
+
+    **Returns:** n_select distinct int32 indices into the super-batch, chunk by
+    chunk (within a chunk in decreasing perturbed logit).
+    """
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be square (B, B); got shape {scores.shape}")
+    check_counts(scores.shape[0], n_select, n_chunks)
+    scores = check_finite(scores, "scores")
+    return _joint_select(key, scores, n_select, n_chunks, greedy)
+
+
+@jaxtyped(typechecker=typechecker)
+def independent_select(
+    key: PRNGKeyArray,
+    per_example_scores: Float[Array, " B"],
+    n_select: int,
+    *,
+    greedy: bool = False,
+) -> Int[Array, " k"]:
+    """The non-joint baseline: n_select draws without replacement from ``softmax(scores)``.
+
+    **Arguments:**
+
+    - `key`: PRNG key, used as chunk 0 of `joint_select` uses it, so
+      ``independent_select(key, diag(S), b) == joint_select(key, S, b, 1)``.
+    - `per_example_scores`: one score per example. JEST's ablation scores each
+      example alone: pass ``diag(S)``, the example's own pair score (its score
+      as a batch of one).
+    - `n_select`: how many to take, in [1, B].
+    - `greedy`: take the top scores instead of sampling.
+
+    **Returns:** n_select distinct int32 indices, by decreasing perturbed score.
+    """
+    check_counts(per_example_scores.shape[0], n_select, 1)
+    per_example_scores = check_finite(per_example_scores, "per_example_scores")
+    logits = per_example_scores.astype(jnp.float32)
+    return gumbel_top_k(jax.random.fold_in(key, 0), logits, n_select, greedy)

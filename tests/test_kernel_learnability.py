@@ -1,0 +1,134 @@
+"""The Pallas pair-score kernel against its plain-jnp reference (interpreted and compiled)."""
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aced.kernels import (
+    SCORES,
+    BlockSizes,
+    blocked_pair_score_sums,
+    blocked_pair_score_sums_reference,
+    pair_score_diagonal,
+    pair_score_matrix,
+)
+from aced.kernels.learnability import fixed_point_bits, fixed_point_split, fixed_point_sum
+from aced.losses import sigmoid_pair_losses
+
+INTERPRET = [
+    True,
+    pytest.param(
+        False,
+        marks=pytest.mark.skipif(
+            jax.default_backend() not in ("gpu", "tpu"), reason="compiled Pallas needs a GPU/TPU"
+        ),
+    ),
+]
+
+
+def models(seed: int, n: int, d_learner: int, d_reference: int, t: float, b: float):
+    """Flat (learner, reference) arguments: L2-normalised embeddings, temperature, bias."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in (d_learner, d_learner, d_reference, d_reference):
+        z = rng.standard_normal((n, d))
+        out.append(jnp.asarray(z / np.linalg.norm(z, axis=1, keepdims=True), jnp.float32))
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    return (out[0], out[1], f32(t), f32(b), out[2], out[3], f32(10.0), f32(-10.0))
+
+
+blocks = st.sampled_from([BlockSizes(16, 16), BlockSizes(32, 16), BlockSizes(64, 32), None])
+
+
+@pytest.mark.parametrize("interpret", INTERPRET)
+@hypothesis.settings(max_examples=10)
+@hypothesis.given(
+    n=st.integers(1, 90),
+    d=st.integers(1, 9),
+    data=st.data(),
+    score=st.sampled_from(SCORES),
+    block=blocks,
+    seed=st.integers(0, 2**16),
+    t=st.floats(1.0, 30.0),
+    bias=st.floats(-12.0, 2.0),
+)
+def test_kernel_matches_reference(interpret, n, d, data, score, block, seed, t, bias):
+    args = models(seed, n, d, d + 3, t, bias)
+    c = data.draw(st.integers(1, n), label="chunk size")
+    chunk = jnp.asarray(np.random.default_rng(seed).choice(n, size=c, replace=False), jnp.int32)
+    rows, cols = blocked_pair_score_sums(*args, chunk, score, block=block, interpret=interpret)
+    want_rows, want_cols = blocked_pair_score_sums_reference(*args, chunk, score)
+    # Fixed-point truncation (< 2**-frac_bits per term) plus f32 rounding of the reference.
+    atol = c * (2.0 ** -fixed_point_bits(c) + 1e-6 * (abs(t) + abs(bias) + 20.0))
+    np.testing.assert_allclose(rows, want_rows, rtol=1e-6, atol=atol)
+    np.testing.assert_allclose(cols, want_cols, rtol=1e-6, atol=atol)
+    if interpret:
+        # Through XLA the kernel and the tile-by-tile dense matrix agree bit for bit.
+        scores = pair_score_matrix(*args, score, block=block)
+        bits = fixed_point_bits(c)
+        assert bool((rows == fixed_point_sum(scores[:, chunk], bits)).all())
+        assert bool((cols == fixed_point_sum(scores[chunk, :].T, bits)).all())
+        diagonal = pair_score_diagonal(*args, score, block=block)
+        assert bool((diagonal == jnp.diagonal(scores)).all())
+
+
+def test_dense_matrix_and_diagonal_match_sigmoid_pair_losses():
+    args = models(7, 53, 5, 4, 15.0, -6.0)
+    want = sigmoid_pair_losses(*args[:4]) - sigmoid_pair_losses(*args[4:])
+    got = pair_score_matrix(*args, "learnability", block=BlockSizes(32, 16))
+    # Losses up to ~t + |b| cancel in the difference: f32 rounding of that size.
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-5)
+    diagonal = pair_score_diagonal(*args, "learnability", block=BlockSizes(32, 16))
+    np.testing.assert_allclose(diagonal, jnp.diagonal(want), rtol=1e-6, atol=2e-5)
+
+
+@hypothesis.settings(max_examples=25)
+@hypothesis.given(
+    values=st.lists(
+        st.floats(-3000.0, 3000.0, width=32, allow_subnormal=False), min_size=1, max_size=40
+    ),
+    count=st.integers(1, 5000),
+)
+def test_fixed_point_split_is_exact(values, count):
+    # Subnormals are excluded: XLA flushes them to zero on CPU and GPU alike.
+    bits = fixed_point_bits(count)
+    x = jnp.asarray(values, jnp.float32)[None, :]
+    hi, lo = fixed_point_split(x, bits)
+    assert bool((jnp.abs(lo) < 2**bits).all())
+    bound = 2.0**bits
+    clipped = np.clip(np.asarray(x, np.float64), -bound, bound)
+    rebuilt = np.asarray(hi, np.float64) + np.asarray(lo, np.float64) * 2.0**-bits
+    # truncation toward zero: same sign, smaller by less than one fixed-point step
+    assert np.all(np.abs(clipped - rebuilt) < 2.0**-bits)
+    assert np.all(np.abs(rebuilt) <= np.abs(clipped))
+    # count terms of the largest magnitude still fit in int32
+    assert count * bound < 2**31
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(block_rows=24), "block_rows=24 must be a power of two"),
+        (dict(block_rows=8, block_cols=8), "block_rows=8 must be a power of two >= 16"),
+        (dict(block_cols=48), "block_cols=48 must be a power of two"),
+        (dict(block_rows=16, block_cols=32), "block_rows=16 must be a multiple of block_cols=32"),
+    ],
+)
+def test_block_sizes_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BlockSizes(**kwargs)
+
+
+def test_bad_arguments_are_rejected():
+    args = models(0, 10, 3, 3, 10.0, -10.0)
+    chunk = jnp.arange(3, dtype=jnp.int32)
+    with pytest.raises(ValueError, match="unknown"):
+        blocked_pair_score_sums(*args, chunk, "loss")
+    with pytest.raises(ValueError, match=r"must lie in \[0, B=10\)"):
+        blocked_pair_score_sums(*args, chunk + 8, "learnability")
+    if jax.default_backend() == "cpu":
+        with pytest.raises(ValueError, match="interpret=True"):
+            blocked_pair_score_sums(*args, chunk, "learnability", interpret=False)
