@@ -1,0 +1,271 @@
+"""The train step: equivalence with a plain SigLIP step, 1 vs 8 devices, compile-once,
+frozen reference, cached reference embeddings, local selection, FLOPs, bad input."""
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh
+
+from aced.losses import sigmoid_loss, softmax_kd
+from aced.models import TwoTower, TwoTowerConfig
+from aced.train.config import DistillConfig, OptimConfig, SelectionConfig, method_preset
+from aced.train.state import SuperBatch, init_train_state
+from aced.train.step import (
+    check_step_shapes, curate, make_train_step, replicate, shard_batch, step_flops, train_step,
+)
+
+from step_problem import (
+    B, OPTIM, V, aced_config, sgd_state, tiny_batch, tiny_models,
+)
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def mesh_of(n):
+    return Mesh(np.array(jax.devices()[:n]), ("data",))
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_models()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return tiny_batch()
+
+
+def params(model):
+    return jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array))
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(params(a), params(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_iid_without_filtering_equals_plain_siglip_step(models, batch):
+    learner, reference = models
+    config = method_preset("iid", selection=SelectionConfig(filter_ratio=0.0), optim=OPTIM)
+    state = sgd_state(learner, config)
+    optimizer = state.optimizer
+    new_state, metrics = make_train_step(config, mesh_of(1))(state, batch, reference)
+
+    trainable, frozen = eqx.partition(learner, eqx.is_inexact_array)
+
+    def loss(trainable):
+        m = eqx.combine(trainable, frozen)
+        return sigmoid_loss(m.embed_images(batch.images), m.embed_texts(batch.tokens),
+                            m.temperature, m.bias)
+
+    value, grads = jax.value_and_grad(loss)(trainable)
+    with jax.numpy_dtype_promotion("standard"):
+        updates, _ = optimizer.update(grads, optimizer.init(trainable), trainable)
+    plain = eqx.apply_updates(learner, updates)
+    np.testing.assert_allclose(metrics["loss/contrastive"], value, rtol=1e-5)
+    assert_trees_close(new_state.learner, plain)
+    assert not np.allclose(params(plain)[0], params(learner)[0])  # the step did move
+
+
+def two_aced_steps(models, batch, n_devices):
+    learner, reference = models
+    config = aced_config()
+    state = sgd_state(learner, config)
+    step = make_train_step(config, mesh_of(n_devices))
+    for _ in range(2):
+        state, _ = step(state, batch, reference)
+    return state
+
+
+@pytest.fixture(scope="module")
+def eight_device_state(models, batch):
+    return two_aced_steps(models, batch, 8)
+
+
+def test_global_selection_is_the_same_on_1_and_8_devices(models, batch, eight_device_state):
+    learner, reference = models
+    config = aced_config()
+    key = jax.random.key(7)
+    chosen = [
+        jax.jit(lambda k, lrn, ref, bt, m=m: curate(k, lrn, ref, bt, config, m)[0])(
+            key, learner, reference, batch
+        )
+        for m in (mesh_of(1), mesh_of(8))
+    ]
+    np.testing.assert_array_equal(chosen[0], chosen[1])
+    assert len(set(np.asarray(chosen[0]).tolist())) == B // 2
+
+    one = two_aced_steps(models, batch, 1)
+    assert_trees_close(one.learner, eight_device_state.learner)
+    np.testing.assert_array_equal(
+        jax.random.key_data(one.key), jax.random.key_data(eight_device_state.key)
+    )
+
+
+def test_step_compiles_once(models, batch):
+    learner, reference = models
+    config = method_preset("aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2),
+                           optim=OPTIM)
+    mesh = mesh_of(2)
+
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def step(state, batch, reference):
+        return train_step(state, batch, reference, config, mesh)
+
+    state = replicate(init_train_state(learner, config, jax.random.key(3)), mesh)
+    batch, reference = shard_batch(batch, mesh), replicate(reference, mesh)
+    for _ in range(3):
+        state, metrics = step(state, batch, reference)
+    assert int(state.step) == 3
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert metrics["loss/kd"] > 0
+
+
+
+def test_reference_gets_no_gradient(models, batch):
+    """The reference enters the step only through `curate`'s view of it, under stop_gradient:
+    a loss built on that view (the KD term) sends nothing back to the reference."""
+    learner, reference = models
+    config = aced_config()
+    mesh = mesh_of(1)
+    student = learner.embed_images(batch.images), learner.embed_texts(batch.tokens)
+    ref_params, ref_static = eqx.partition(reference, eqx.is_inexact_array)
+
+    def kd_through_curate(ref_params, stop):
+        ref = eqx.combine(ref_params, ref_static)
+        _, view, _ = curate(jax.random.key(0), learner, ref, batch, config, mesh)
+        if not stop:  # the same loss on embeddings that were not stopped: gradient flows
+            view = type(view)(ref.embed_images(batch.images), ref.embed_texts(batch.tokens), view.t, view.b)
+        logits = view.t * (view.zimg @ view.ztxt.T)
+        return softmax_kd(view.t * (student[0] @ student[1].T), logits)
+
+    grad = jax.jit(jax.grad(kd_through_curate), static_argnums=1)
+    stopped = grad(ref_params, True)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(stopped))
+    flowing = grad(ref_params, False)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(flowing)) > 0.0
+
+
+def test_cached_reference_embeddings_equal_online(models, batch):
+    learner, reference = models
+    selection = SelectionConfig(filter_ratio=0.5, n_chunks=4)
+    online = method_preset("acid", selection=selection, optim=OPTIM)
+    cached = dataclasses.replace(online, reference_embeddings="cached")
+    with_cache = dataclasses.replace(
+        batch,
+        reference_zimg=reference.embed_images(batch.images),
+        reference_ztxt=reference.embed_texts(batch.tokens),
+    )
+    mesh = mesh_of(1)
+    key = jax.random.key(5)
+    a, _ = make_train_step(online, mesh)(init_train_state(learner, online, key), batch, reference)
+    b, _ = make_train_step(cached, mesh)(init_train_state(learner, cached, key), with_cache, reference)
+    assert_trees_close(a.learner, b.learner)
+    with pytest.raises(ValueError, match="cached"):
+        make_train_step(cached, mesh)(init_train_state(learner, cached, key), batch, reference)
+
+
+def test_local_scope_selects_within_each_shard(models, batch):
+    learner, reference = models
+    config = method_preset(
+        "acid", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2, scope="local"), optim=OPTIM
+    )
+    n_dev = 4
+    idx = jax.jit(lambda k, l, r, bt: curate(k, l, r, bt, config, mesh_of(n_dev))[0])(
+        jax.random.key(1), learner, reference, batch
+    )
+    idx = np.asarray(idx).reshape(n_dev, -1)
+    shard = B // n_dev
+    for device, chosen in enumerate(idx):
+        assert len(set(chosen.tolist())) == shard // 2
+        assert ((chosen >= device * shard) & (chosen < (device + 1) * shard)).all()
+
+
+@pytest.mark.parametrize(
+    "filter_ratio, n_chunks, super_batch, devices, message",
+    [
+        (0.5, 3, 64, 1, r"n_select=32 .* divisible by selection.n_chunks=3"),
+        (0.5, 1, 48, 16, r"sub-batch b=\(1-f\)\*B=24 must be divisible by the 16 devices"),
+        (0.5, 1, 50, 8, r"super-batch B=50 must be divisible by the 8 devices"),
+        (0.99, 1, 16, 1, r"is empty"),
+    ],
+)
+def test_bad_geometry_is_rejected(filter_ratio, n_chunks, super_batch, devices, message):
+    config = method_preset("acid", selection=SelectionConfig(filter_ratio=filter_ratio, n_chunks=n_chunks))
+    with pytest.raises(ValueError, match=message):
+        check_step_shapes(config, super_batch, devices)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_device_state):
+    """jax.distributed: 2 processes x 4 CPU devices (gloo collectives) == 1 process x 8."""
+    out, port = tmp_path / "params.npz", str(free_port())
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(i), port, str(out)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
+    logs = []
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    expected = params(eight_device_state.learner)
+    got = np.load(out)
+    assert len(got.files) == len(expected) + 1
+    for i, x in enumerate(expected):
+        np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["iid", "aced"])
+def test_step_flops_match_xla_cost_analysis(method):
+    """Analytic step FLOPs within 5 % of XLA's count of the compiled step.
+
+    Depth-1 towers, so that XLA's once-per-scan-body count is the full count,
+    and width 256 so that matmuls dominate as in real towers (XLA also counts
+    elementwise work, which the analytic count leaves out).
+    """
+    wide = {"width": 256, "depth": 1, "mlp_dim": 1024, "num_heads": 4}
+    config = TwoTowerConfig.from_variants(
+        image_variant="mu/7", text_variant="mu", embed_dim=128, image_size=28, vocab_size=V,
+        max_len=16, image_overrides={"channels": 1, **wide}, text_overrides=wide,
+    )
+    learner, reference = TwoTower(config, key=jax.random.key(0)), TwoTower(config, key=jax.random.key(1))
+    step_config = method_preset(method, selection=SelectionConfig(filter_ratio=0.5, n_chunks=4), optim=OPTIM)
+    rng = np.random.default_rng(0)
+    batch = SuperBatch(
+        images=jnp.asarray(rng.standard_normal((B, 28, 28, 1)), jnp.float32),
+        tokens=jnp.asarray(rng.integers(0, V, (B, 16)), jnp.int32),
+        index=jnp.arange(B, dtype=jnp.int32),
+    )
+    state = init_train_state(learner, step_config, jax.random.key(0))
+    mesh = mesh_of(1)
+    compiled = (
+        eqx.filter_jit(lambda s, bt, r: train_step(s, bt, r, step_config, mesh))
+        .lower(state, batch, reference).lowered.compile()
+    )
+    xla = compiled.cost_analysis()["flops"]
+    analytic = step_flops(config, config, step_config, B)
+    assert analytic["update"] > 0
+    assert (analytic["scoring_reference"] > 0) == (method == "aced")
+    print(f"{method}: XLA / analytic = {xla / analytic['total']:.4f}")
+    assert abs(xla - analytic["total"]) <= 0.05 * analytic["total"], (xla, analytic)
