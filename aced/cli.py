@@ -1,0 +1,178 @@
+"""The ``aced`` command: ``train``, ``eval``, ``convert``, and pointers for ``bench`` / ``reproduce``.
+
+::
+
+    aced train --preset aced step.selection.filter_ratio=0.5 train.steps=100
+    aced train --help                   # every config field, its default and meaning
+    aced eval runs/aced                 # evaluation table, and eval JSON beside the run
+    aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
+
+Exit status: 0 on success, 1 on a failed run (divergence, unreadable
+checkpoint, missing files), 2 on bad input (unknown key, wrong value), 130
+when SIGINT / SIGTERM stopped training after saving a checkpoint.
+"""
+
+import argparse
+import json
+import logging
+import pathlib
+import sys
+import textwrap
+import types
+import typing
+from collections.abc import Sequence
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _kind(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return " | ".join(map(str, typing.get_args(hint)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if h is type(None) else _kind(h) for h in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _fields_help(preset_name: str) -> str:
+    from aced.train.run_config import PRESETS, config_fields, preset
+
+    preset_name = preset_name if preset_name in PRESETS else "aced"
+    lines = [f"presets (--preset NAME; the values below are those of --preset {preset_name}):"]
+    lines += [f"  {name:<10} {about}" for name, (_, about) in PRESETS.items()]
+    lines += ["", "config fields (override any with key=value; none for an empty optional):"]
+    for key, (value, about, hint) in config_fields(preset(preset_name)).items():
+        lines.append(f"  {key} = {'none' if value is None else json.dumps(value)}  [{_kind(hint)}]")
+        lines += textwrap.wrap(about, width=88, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aced", description="Active data curation as distillation (JEST, ACID, ACED) in JAX."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train (or resume) a run",
+        description="Train a learner with IID, KD, ACID or ACED; resumes from the latest checkpoint "
+        "in train.out_dir. Ctrl-C saves a checkpoint and stops.",
+        epilog=_fields_help(fields_help) if fields_help else None,  # only for --help: it imports the config tree
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--preset", default="aced", help="starting configuration (default: aced)")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run, checkpoint or model directory")
+    evaluate.add_argument("path", help="run directory, <run>/checkpoints/<step>, or model directory")
+    evaluate.add_argument("--out", help="JSON file to write (default: <path>/eval.json, or eval-<step>.json)")
+    evaluate.add_argument("--per-task", type=int, default=None, help="images per zero-shot task")
+    evaluate.add_argument("--retrieval-size", type=int, default=None, help="retrieval pairs")
+    evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
+
+    convert = commands.add_parser("convert", help="convert an external checkpoint to aced model files")
+    convert.add_argument("format", choices=["hf-siglip"], help="source format")
+    convert.add_argument("src", help="source directory (a transformers SiglipModel checkpoint)")
+    convert.add_argument("out", help="aced model directory to write")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+    for name, about in (("bench", "benchmarks"), ("reproduce", "experiments of the paper")):
+        stub = commands.add_parser(name, help=f"{about} (run the scripts directly for now)", add_help=False)
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from aced.train.loop import build_eval_suite, train
+    from aced.train.run_config import override, preset
+
+    run = override(preset(args.preset), args.overrides)
+    result = train(run)
+    if result["interrupted"]:
+        print(f"interrupted at step {result['step']}; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    scores = {k.removeprefix("eval/"): v for k, v in result.items() if k.startswith("eval/")}
+    print(f"run {run.train.out_dir}: {result['step']} steps, {result['flops_cumulative']:.3e} training FLOPs")
+    if scores:
+        from aced.eval import format_table
+
+        print(format_table(scores, build_eval_suite(run)))
+        print(f"wrote {pathlib.Path(run.train.out_dir) / 'eval.json'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from aced.eval import build_suite, format_table, write_json
+    from aced.train.loop import EVAL_SUITE_SEED, load_learner, run_evaluation
+    from aced.train.run_config import BUILTIN_IMAGE_SIZE
+
+    path = pathlib.Path(args.path)
+    model, tokenizer, run = load_learner(path)
+    per_task = args.per_task or (run.train.eval_per_task if run else 200)
+    retrieval = args.retrieval_size or (run.train.eval_retrieval_size if run else 500)
+    image = model.config.image
+    if image.image_size != BUILTIN_IMAGE_SIZE:
+        raise ValueError(
+            f"the model reads {image.image_size}px images; the evaluation suite is made of "
+            f"{BUILTIN_IMAGE_SIZE}px "
+            "built-in scenes, so only models trained on them can be evaluated here"
+        )
+    suite = build_suite(seed=EVAL_SUITE_SEED, per_task=per_task, retrieval_size=retrieval, channels=image.channels)
+    scores = run_evaluation(model, tokenizer, suite, args.batch_size)
+    print(format_table(scores, suite))
+    default = path / "eval.json" if path.is_dir() and not path.name.isdigit() else path.parent.parent / f"eval-{path.name}.json"
+    out = write_json(scores, args.out or default, suite=suite, metadata={"source": str(path)})
+    print(f"wrote {out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    try:
+        from aced.convert import convert_hf_siglip
+    except ImportError as error:
+        raise RuntimeError(f"the SigLIP converter is unavailable ({error})") from error
+    out = convert_hf_siglip(args.src, args.out, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def _stub(command: str) -> int:
+    what = {
+        "bench": "python benchmarks/<name>.py (see benchmarks/README.md; e.g. python benchmarks/losses.py --quick)",
+        "reproduce": "the scripts under experiments/ (see experiments/README.md when present), or "
+        "aced train --preset iid|kd|acid|aced for the four methods",
+    }[command]
+    print(f"aced {command} is not wired to a runner yet; run {what}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aced`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fields_help = None
+    if argv[:1] == ["train"] and {"-h", "--help"} & set(argv):
+        fields_help = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else "aced"
+    args = _parser(fields_help=fields_help).parse_args(argv)
+    if args.command in ("bench", "reproduce"):
+        return _stub(args.command)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info lines would drown the progress bar
+    from aced.train.checkpoint import CheckpointError
+    from aced.train.loop import TrainingDiverged
+
+    handlers = {"train": _train, "eval": _eval, "convert": _convert}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print(f"aced {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as error:
+        print(f"aced {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (TrainingDiverged, CheckpointError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+        print(f"aced {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
