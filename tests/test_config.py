@@ -86,3 +86,10 @@ def test_every_field_is_documented():
     assert "selection.filter_ratio" in fields and "optim.learning_rate" in fields
     undocumented = [k for k, (_, help_text, _) in fields.items() if not help_text]
     assert undocumented == []
+
+
+def test_override_order_does_not_matter():
+    base = method_preset("aced")
+    for order in (["method=iid", "distill.weight=0"], ["distill.weight=0", "method=iid"]):
+        config = apply_overrides(base, order)
+        assert config.method == "iid" and config.distill.weight == 0

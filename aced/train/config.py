@@ -217,8 +217,14 @@ def config_fields(config: Any, prefix: str = "") -> dict[str, tuple[Any, str, An
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:
-    """Return ``config`` with ``key=value`` overrides applied (dotted keys, typed values)."""
+    """Return ``config`` with ``key=value`` overrides applied (dotted keys, typed values).
+
+    All overrides are applied at once and each config node is validated once,
+    with every new value in place, so the order of the overrides does not
+    matter (``method=iid distill.weight=0`` works either way round).
+    """
     leaves = config_fields(config)
+    values = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -227,15 +233,21 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
             close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"unknown config key {key!r}{hint} (`aced train --help` lists them)")
-        config = _replace_path(config, key.split("."), _coerce(key, text, leaves[key][2]))
-    return config
+        values[key] = _coerce(key, text, leaves[key][2])
+    return _rebuild(config, values, "")
 
 
-def _replace_path(config: Any, path: list[str], value: Any) -> Any:
-    if len(path) == 1:
-        return dataclasses.replace(config, **{path[0]: value})
-    child = _replace_path(getattr(config, path[0]), path[1:], value)
-    return dataclasses.replace(config, **{path[0]: child})
+def _rebuild(config: Any, values: dict[str, Any], prefix: str) -> Any:
+    """``config`` with the leaves named in `values` replaced, children before parents."""
+    changes = {}
+    for f in dataclasses.fields(config):
+        key, value = prefix + f.name, getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            if any(k.startswith(key + ".") for k in values):
+                changes[f.name] = _rebuild(value, values, key + ".")
+        elif key in values:
+            changes[f.name] = values[key]
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def method_preset(method: str, **step_fields: Any) -> StepConfig:

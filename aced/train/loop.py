@@ -21,7 +21,6 @@ Run directory layout: ``run_config.json``, ``checkpoints/<step>/``,
 ``metrics.jsonl``, ``tb/``, ``eval.json``, ``model/``, ``reference/``.
 """
 
-import dataclasses
 import functools
 import json
 import math
@@ -36,7 +35,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
-import optax
 from beartype import beartype as typechecker
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -74,9 +72,11 @@ from aced.train.run_config import (
     reference_run,
     to_dict,
 )
-from aced.train.config import OptimConfig, StepConfig
-from aced.train.state import SuperBatch, TrainState, init_train_state, make_optimizer
-from aced.train.step import AXIS, check_step_shapes, default_mesh, embed_sharded, make_train_step
+from aced.train.config import StepConfig
+from aced.train.state import SuperBatch, TrainState, init_train_state
+from aced.train.step import (
+    AXIS, check_step_shapes, default_mesh, embed_sharded, make_train_step, replicate,
+)
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
@@ -209,12 +209,6 @@ def cache_reference_embeddings(
 
 
 # ---------------------------------------------------------------- models
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """The array leaves of `tree` replicated over every device of `mesh`."""
-    arrays, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(arrays, NamedSharding(mesh, P())), static)
 
 
 def _on_one_device(model: Any) -> Any:
@@ -445,12 +439,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=4)
-def shared_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-    """`make_optimizer` once per configuration (see `compiled_step`)."""
-    return make_optimizer(config)
-
-
-@functools.lru_cache(maxsize=4)
 def compiled_step(config: StepConfig, mesh: Mesh) -> Callable:
     """`make_train_step` once per step configuration and mesh, so that a run resumed
     (or a reference trained) in the same process reuses the compiled step."""
@@ -489,9 +477,6 @@ def train(run: RunConfig) -> dict[str, Any]:
     learner = TwoTower(learner_config, key=init_key)
     teacher_width = reference.config.embed_dim if reference is not None else None
     state = replicate(init_train_state(learner, run.step, state_key, teacher_width=teacher_width), mesh)
-    # One optimiser object per configuration: it is a static field of the
-    # state, so a fresh (unequal) one would make the cached step recompile.
-    state = dataclasses.replace(state, optimizer=shared_optimizer(run.step.optim))
     # The step's signature takes a reference even for IID, which never reads it
     # (`replicate` makes new buffers, so this is not the state's learner).
     frozen = replicate(reference if reference is not None else learner, mesh)

@@ -21,7 +21,6 @@ from aced.train.config import (
     StepConfig,
     _check_literals,
     _check_positive,
-    _coerce,
     _help,
     apply_overrides,
     config_fields,
@@ -277,32 +276,8 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def override(config: Any, overrides: list[str]) -> Any:
-    """`config` with ``key=value`` overrides applied all at once, then validated.
-
-    Unlike applying them one by one, the order does not matter: the tree is
-    rebuilt (and checked) once with every new value, so
-    ``step.method=iid step.distill.weight=0`` works in either order.
-    """
-    leaves = config_fields(config)
-    values = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. train.steps=100")
-        if key not in leaves:
-            close = [k for k in leaves if k.split(".")[-1] == key.split(".")[-1]]
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown config key {key!r}{hint} (`aced train --help` lists them)")
-        values[key] = _coerce(key, text, leaves[key][2])
-    tree = to_dict(config)
-    for key, value in values.items():
-        *parents, name = key.split(".")
-        node = tree
-        for part in parents:
-            node = node[part]
-        node[name] = value
-    return from_dict(type(config), tree)
+# Kept as a name of this module: the CLI and presets apply overrides through it.
+override = apply_overrides
 
 
 def _step(method: str, **selection: Any) -> StepConfig:

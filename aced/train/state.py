@@ -1,5 +1,7 @@
 """Training state, the super-batch container and the optimiser factory."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -44,8 +46,13 @@ class TrainState(eqx.Module):
         return self.learner, self.projection
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-    """AdamW, warm-up + cosine (or constant), clipping; no weight decay on vectors and scalars."""
+    """AdamW, warm-up + cosine (or constant), clipping; no weight decay on vectors and scalars.
+
+    Cached per configuration: the optimiser is a static field of `TrainState`,
+    so an equal configuration must give the same object or the step recompiles.
+    """
     warmup = config.warmup_steps
     if config.decay_steps:
         schedule = optax.warmup_cosine_decay_schedule(

@@ -49,23 +49,28 @@ def replicate(tree, mesh: Mesh):
     Inputs must already live on the mesh for the step to trace once: jit keys
     its trace on each input's sharding, and the step's outputs are on the mesh.
     """
-    return eqx.filter_shard(tree, NamedSharding(mesh, P()))
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, NamedSharding(mesh, P())), static)
 
 
 def shard_batch(batch: SuperBatch, mesh: Mesh) -> SuperBatch:
     """Split every array of the super-batch along its first axis over ``data``."""
-    return eqx.filter_shard(batch, NamedSharding(mesh, P(AXIS)))
+    arrays, static = eqx.partition(batch, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, NamedSharding(mesh, P(AXIS))), static)
 
 
 def embed_sharded(
-    model: TwoTower, images: Float[Array, "n H W C"], tokens: Int[Array, "n L"], mesh: Mesh
+    model: TwoTower, images: Float[Array, "n H W C"], tokens: Int[Array, "n L"], mesh: Mesh,
+    *, batch_size: int | None = None,
 ) -> tuple[Float[Array, "n D"], Float[Array, "n D"]]:
-    """Both towers' embeddings, each device embedding its shard of the batch."""
+    """Both towers' embeddings, each device embedding its shard of the batch
+    `batch_size` examples at a time (None: the towers' default)."""
     params, static = eqx.partition(model, eqx.is_array)
 
     def local(params, images, tokens):
         m = eqx.combine(params, static)
-        return m.embed_images(images), m.embed_texts(tokens)
+        return (m.embed_images(images, batch_size=batch_size),
+                m.embed_texts(tokens, batch_size=batch_size))
 
     return jax.shard_map(
         local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(AXIS), P(AXIS))
@@ -259,6 +264,60 @@ def curate(
 
 
 @jaxtyped(typechecker=typechecker)
+def learner_update(
+    state: TrainState,
+    images: Float[Array, "b H W C"],
+    tokens: Int[Array, "b L"],
+    teacher: Embedded | None,
+    kd_images: Float[Array, "b H W C"] | None,
+    kd_tokens: Int[Array, "b L"] | None,
+    config: StepConfig,
+    mesh: Mesh,
+) -> tuple:
+    """The learner's gradient step on the sub-batch: loss terms, gradient, optax update.
+
+    **Arguments:**
+
+    - `state`: the current training state.
+    - `images`, `tokens`: the sub-batch the contrastive loss trains on (sharded over ``data``).
+    - `teacher`: the teacher's view of the KD batch (None without KD).
+    - `kd_images`, `kd_tokens`: a separate KD batch (``distill.batch="iid"``), else None.
+    - `config`, `mesh`: as for `train_step`.
+
+    **Returns:** the updated ``(learner, projection)``, the new optimiser state,
+    the total loss, the loss terms by name, and the gradient.
+    """
+    trainable, frozen = eqx.partition(state.trainable, eqx.is_inexact_array)
+    # One vmap over the whole sub-batch: under a gradient, chunks (the CPU default
+    # for inference) would stack every chunk's residuals and run slower.
+    whole = images.shape[0]
+
+    def loss_fn(trainable):
+        learner, projection = eqx.combine(trainable, frozen)
+        zimg, ztxt = embed_sharded(learner, images, tokens, mesh, batch_size=whole)
+        t, bias = learner.temperature, learner.bias
+        losses = {}
+        if config.contrastive == "sigmoid":
+            losses["contrastive"] = sharded_sigmoid_loss(
+                zimg, ztxt, t, bias, mesh, axis_name=AXIS, variant=config.sharded_loss
+            )
+        else:
+            losses["contrastive"] = softmax_loss(zimg, ztxt, t)
+        if config.uses_kd:
+            student = embedded(learner, zimg, ztxt)
+            if kd_images is not None:
+                student = embedded(learner, *embed_sharded(
+                    learner, kd_images, kd_tokens, mesh, batch_size=whole))
+            losses["kd"] = config.distill.weight * _kd_loss(config, projection, student, teacher)
+        return sum(losses.values()), losses
+
+    (total, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes float ** int32 internally
+        updates, opt_state = state.optimizer.update(grads, state.opt_state, trainable)
+    return eqx.apply_updates(state.trainable, updates), opt_state, total, losses, grads
+
+
+@jaxtyped(typechecker=typechecker)
 def train_step(
     state: TrainState,
     batch: SuperBatch,
@@ -306,30 +365,9 @@ def train_step(
             kt = tokens if kd_tokens is None else kd_tokens
             teacher_sub = jax.lax.stop_gradient(embedded(reference, *embed_sharded(reference, ki, kt, mesh)))
 
-    trainable, frozen = eqx.partition(state.trainable, eqx.is_inexact_array)
-
-    def loss_fn(trainable):
-        learner, projection = eqx.combine(trainable, frozen)
-        zimg, ztxt = embed_sharded(learner, images, tokens, mesh)
-        t, bias = learner.temperature, learner.bias
-        losses = {}
-        if config.contrastive == "sigmoid":
-            losses["contrastive"] = sharded_sigmoid_loss(
-                zimg, ztxt, t, bias, mesh, axis_name=AXIS, variant=config.sharded_loss
-            )
-        else:
-            losses["contrastive"] = softmax_loss(zimg, ztxt, t)
-        if config.uses_kd:
-            student = embedded(learner, zimg, ztxt)
-            if kd_images is not None:
-                student = embedded(learner, *embed_sharded(learner, kd_images, kd_tokens, mesh))
-            losses["kd"] = config.distill.weight * _kd_loss(config, projection, student, teacher_sub)
-        return sum(losses.values()), losses
-
-    (total, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    with jax.numpy_dtype_promotion("standard"):  # optax mixes float ** int32 internally
-        updates, opt_state = state.optimizer.update(grads, state.opt_state, trainable)
-    new_learner, new_projection = eqx.apply_updates(state.trainable, updates)
+    (new_learner, new_projection), opt_state, total, losses, grads = learner_update(
+        state, images, tokens, teacher_sub, kd_images, kd_tokens, config, mesh
+    )
 
     for name, value in losses.items():
         metrics[f"loss/{name}"] = value
