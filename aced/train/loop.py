@@ -6,7 +6,8 @@
   iterator; the learner; the reference (loaded from ``reference.path``, or
   trained first on the curated split under ``<out_dir>/reference`` when the
   method needs one and none is given); optionally the reference's embeddings
-  of every example (``step.reference_embeddings="cached"``);
+  of every example (``step.reference_embeddings="cached"``), computed with the
+  reference's own image size, channels and tokenizer;
 - runs the jitted step with a tqdm bar (loss, examples/s, ETA), writes
   ``metrics.jsonl`` and TensorBoard events (``tb/``), every record carrying
   the cumulative training FLOPs (``flops_cumulative``); evaluates every
@@ -29,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -53,7 +54,7 @@ from aced.data import (
     to_model_images,
     web_split,
 )
-from aced.models import TwoTower, TwoTowerConfig
+from aced.models import TwoTower, TwoTowerConfig, load_hf_tokenizer
 from aced.train.checkpoint import (
     checkpoint_steps,
     is_model_dir,
@@ -82,7 +83,13 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 MODEL_DIR = "model"
 TOKENIZER_FILE = "tokenizer.json"
+# Files that mark a transformers tokenizer (a converted Hugging Face checkpoint).
+HF_TOKENIZER_MARKERS = ("spiece.model", "tokenizer_config.json")
 EVAL_SUITE_SEED = 0  # one fixed suite, so that every run is scored on the same images
+
+
+# Captions -> int32 (n, L) token ids: a `TextTokenizer` or a `load_hf_tokenizer` result.
+Tokenize = Callable[[Sequence[str]], np.ndarray]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -168,7 +175,7 @@ _embed_sharded = eqx.filter_jit(embed_sharded)
 def cache_reference_embeddings(
     reference: TwoTower,
     source: ExampleSource,
-    tokenizer: TextTokenizer,
+    tokenizer: Tokenize,
     *,
     image_size: int,
     channels: int,
@@ -180,7 +187,9 @@ def cache_reference_embeddings(
     **Arguments:**
 
     - `reference`: the reference model; `source`: all training examples.
-    - `tokenizer`, `image_size`, `channels`: the learner's input pipeline.
+    - `tokenizer`, `image_size`, `channels`: the reference's input pipeline
+      (`reference_tokenizer`, ``reference.config.image``), which may differ
+      from the learner's: only the embeddings enter the step.
     - `mesh`: the batch is embedded sharded over its ``data`` axis.
     - `batch_size`: examples per call (rounded up to the device count).
 
@@ -216,36 +225,76 @@ def _on_one_device(model: Any) -> Any:
     return eqx.combine(jax.device_put(arrays, jax.devices()[0]), static)
 
 
-def check_reference(reference: TwoTowerConfig, learner: TwoTowerConfig, *, width: int | None, origin: str) -> None:
-    """Raise unless `reference` reads the learner's inputs (and has the declared `width`).
+def check_reference(
+    reference: TwoTowerConfig, learner: TwoTowerConfig, *, width: int | None, origin: str, cached: bool = False
+) -> None:
+    """Raise unless `reference` has the declared `width` and, unless `cached`, reads the learner's inputs.
 
     Scores and logit distillation compare each model's own pair logits, so
     the two embedding widths may differ (feature distillation learns a
-    projection); the images and token ids, however, are the learner's.
+    projection). Online, the reference embeds the learner's images and token
+    ids; `cached` embeddings are computed once with the reference's own
+    images and tokenizer, so its inputs may differ.
     """
-    problems = []
+    problems, inputs = [], []
     if width is not None and reference.embed_dim != width:
         problems.append(
             f"it embeds into width {reference.embed_dim}, not reference.embed_dim={width} "
             f"(use a reference of width {width}, or set reference.embed_dim={reference.embed_dim})"
         )
     if (reference.image.image_size, reference.image.channels) != (learner.image.image_size, learner.image.channels):
-        problems.append(
+        inputs.append(
             f"it reads {reference.image.image_size}px images with {reference.image.channels} channel(s), "
             f"the learner {learner.image.image_size}px with {learner.image.channels} (model.image_size, model.channels)"
         )
     if reference.text.vocab_size != learner.text.vocab_size:
-        problems.append(
+        inputs.append(
             f"its vocabulary has {reference.text.vocab_size} tokens, the learner's tokenizer "
             f"{learner.text.vocab_size} (data.tokenizer must be the reference's tokenizer)"
         )
     if reference.text.max_len < learner.text.max_len:
-        problems.append(
+        inputs.append(
             f"it reads at most {reference.text.max_len} tokens, the learner's captions have "
             f"{learner.text.max_len} (set model.max_len={reference.text.max_len})"
         )
+    if inputs and not cached:
+        problems += inputs + [
+            "or set step.reference_embeddings=cached to embed the data once with the reference's "
+            "own image size, channels and tokenizer"
+        ]
     if problems:
         raise ValueError(f"reference {origin} does not fit this run: " + "; ".join(problems))
+
+
+def reference_tokenizer(reference: TwoTower, path: str | None, learner_tokenizer: Tokenize) -> Tokenize:
+    """The tokenizer `reference` was trained with: its directory's, else the learner's.
+
+    **Arguments:**
+
+    - `reference`: the loaded reference.
+    - `path`: ``reference.path`` (a converted transformers checkpoint, an aced
+      model or run directory), or None for a reference trained by this run.
+    - `learner_tokenizer`: used when the directory carries no tokenizer file.
+
+    **Returns:** captions -> int32 (n, L) with L at most the reference's
+    ``text.max_len``; raises `ValueError` when its ids overflow the
+    reference's vocabulary.
+    """
+    text = reference.config.text
+    tokenizer = learner_tokenizer
+    if path:
+        model_dir = pathlib.Path(path) if is_model_dir(path) else pathlib.Path(path) / MODEL_DIR
+        if any((model_dir / name).is_file() for name in HF_TOKENIZER_MARKERS):
+            tokenizer = load_hf_tokenizer(model_dir, max_len=text.max_len)
+        elif (model_dir / TOKENIZER_FILE).is_file():
+            tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE, max_len=text.max_len)
+    if tokenizer.vocab_size > text.vocab_size or tokenizer.max_len > text.max_len:
+        raise ValueError(
+            f"reference {path}: its tokenizer ({tokenizer.vocab_size} tokens, captions of "
+            f"{tokenizer.max_len}) does not fit its text tower ({text.vocab_size} tokens, at most "
+            f"{text.max_len}); put the reference's tokenizer files next to its weights"
+        )
+    return tokenizer
 
 
 def template_state(model: TwoTowerConfig, run: RunConfig, teacher_width: int | None) -> TrainState:
@@ -312,7 +361,10 @@ def prepare_reference(run: RunConfig, learner: TwoTowerConfig) -> tuple[TwoTower
             if result["interrupted"]:
                 return None
         model, origin = load_model(model_dir), str(model_dir)
-    check_reference(model.config, learner, width=run.reference.embed_dim, origin=origin)
+    check_reference(
+        model.config, learner, width=run.reference.embed_dim, origin=origin,
+        cached=run.step.reference_embeddings == "cached",
+    )
     return model, origin
 
 
@@ -495,9 +547,11 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     cache = None
     if run.step.reference_embeddings == "cached":
-        say(f"embedding the {len(source)} training examples with the reference once")
+        image = reference.config.image
+        say(f"embedding the {len(source)} training examples with the reference once ({image.image_size}px)")
         cache = cache_reference_embeddings(
-            frozen, source, tokenizer, image_size=run.model.image_size, channels=run.model.channels, mesh=mesh
+            frozen, source, reference_tokenizer(reference, run.reference.path or None, tokenizer),
+            image_size=image.image_size, channels=image.channels, mesh=mesh,
         )
     batches = BatchIterator(
         source, tokenizer, batch_size=B, seed=run.data.seed, image_size=run.model.image_size,

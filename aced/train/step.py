@@ -13,6 +13,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from beartype import beartype as typechecker
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -38,9 +39,21 @@ AXIS = "data"
 
 def default_mesh() -> Mesh:
     """A 1-D data-parallel mesh over every device (all processes under jax.distributed)."""
-    import numpy as np
-
     return Mesh(np.array(jax.devices()), (AXIS,))
+
+
+def _from_host(x: Array, sharding: NamedSharding) -> Array:
+    """`x` placed with `sharding`, built from its host value.
+
+    Works whatever devices `x` is on now, and under jax.distributed, where the
+    mesh spans devices this process cannot address (every process passes the
+    same value). PRNG keys travel as their key data.
+    """
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _from_host(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def replicate(tree, mesh: Mesh):
@@ -49,8 +62,9 @@ def replicate(tree, mesh: Mesh):
     Inputs must already live on the mesh for the step to trace once: jit keys
     its trace on each input's sharding, and the step's outputs are on the mesh.
     """
+    sharding = NamedSharding(mesh, P())
     arrays, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(arrays, NamedSharding(mesh, P())), static)
+    return eqx.combine(jax.tree.map(lambda x: _from_host(x, sharding), arrays), static)
 
 
 def shard_batch(batch: SuperBatch, mesh: Mesh) -> SuperBatch:
