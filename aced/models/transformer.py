@@ -115,8 +115,8 @@ class MultiheadAttention(eqx.Module):
             q, k, v = qkv[:, :width], qkv[:, width : 2 * width], qkv[:, 2 * width :]
         else:
             q, k, v = self.q_proj(queries), self.k_proj(inputs), self.v_proj(inputs)
-        # Head-major (h, T, d) operands: the batched products then need no
-        # transposes inside (about a quarter faster on CPU than (T, h, d)).
+        # Head-major (h, T, d) operands: the batched products need no transposes
+        # inside, which XLA:CPU runs faster than the (T, h, d) layout.
         q, k, v = (_split_heads(x, heads) for x in (q, k, v))
         # (h, Q, d) . (h, T, d) -> (h, Q, T)
         logits = jnp.einsum("hqd,hkd->hqk", q, k) * (head_dim**-0.5)
@@ -213,8 +213,8 @@ def apply_blocks(
         # A differentiated scan stacks every block's residuals for the backward
         # pass; on XLA:CPU filling those stacks (fresh, zeroed buffers, then a copy
         # per block) costs more than recomputing the elementwise ops. Keeping only
-        # the projections' and MLP's matmul outputs makes the update about a fifth
-        # faster (benchmarks/step.py) and changes no value.
+        # the projections' and MLP's matmul outputs makes the learner's update
+        # faster (the ``update`` part of benchmarks/step.py) and changes no value.
         step = jax.checkpoint(step, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     x, _ = jax.lax.scan(step, x, params, unroll=1 if scan_layers else depth)
     return x
