@@ -119,6 +119,7 @@ def _l2_normalize(x: Float[Array, "n D"]) -> Float[Array, "n D"]:
 CPU_CHUNK_TOKENS = 2048
 
 
+@jaxtyped(typechecker=typechecker)
 def default_batch_size(n: int, tokens_per_example: int) -> int:
     """Examples a tower embeds at once by default: all `n` on accelerators; on CPU,
     chunks of about `CPU_CHUNK_TOKENS` tokens."""
