@@ -58,9 +58,9 @@ from aced.models import TwoTower, TwoTowerConfig, two_tower  # noqa: E402
 from aced.selection import Embedded  # noqa: E402
 from aced.train.config import METHODS, SelectionConfig, method_preset  # noqa: E402
 from aced.train.state import SuperBatch, init_train_state  # noqa: E402
+from aced.train.sharding import embed_sharded  # noqa: E402
 from aced.train.step import (  # noqa: E402
-    embed_sharded, embedded, learner_update, make_train_step, reference_view,
-    select_indices, step_flops,
+    embedded, learner_update, make_train_step, reference_view, select_indices, step_flops,
 )
 
 LEARNER = ("mu/7", "mu")

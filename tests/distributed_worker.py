@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from step_problem import aced_config, sgd_state, tiny_batch_arrays, tiny_models  # noqa: E402
 
 from aced.train.state import SuperBatch  # noqa: E402
-from aced.train.step import make_train_step, replicate  # noqa: E402
+from aced.train.sharding import replicate  # noqa: E402
+from aced.train.step import make_train_step  # noqa: E402
 
 mesh = Mesh(np.array(jax.devices()), ("data",))
 arrays = tiny_batch_arrays()

@@ -35,7 +35,7 @@ from aced.train.loop import (
     train,
 )
 from aced.train.run_config import RunConfig, override, preset
-from aced.train.step import default_mesh
+from aced.train.sharding import default_mesh
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -20,8 +20,9 @@ from aced.losses import sigmoid_loss, softmax_kd
 from aced.models import TwoTower, TwoTowerConfig
 from aced.train.config import DistillConfig, OptimConfig, SelectionConfig, method_preset
 from aced.train.state import SuperBatch, init_train_state
+from aced.train.sharding import replicate, shard_batch
 from aced.train.step import (
-    check_step_shapes, curate, make_train_step, replicate, shard_batch, step_flops, train_step,
+    check_step_shapes, curate, make_train_step, step_flops, train_step,
 )
 
 from step_problem import (

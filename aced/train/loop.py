@@ -75,9 +75,8 @@ from aced.train.run_config import (
 )
 from aced.train.config import StepConfig
 from aced.train.state import SuperBatch, TrainState, init_train_state
-from aced.train.step import (
-    AXIS, check_step_shapes, default_mesh, embed_sharded, make_train_step, replicate,
-)
+from aced.train.sharding import AXIS, default_mesh, embed_sharded, replicate
+from aced.train.step import check_step_shapes, make_train_step
 
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
