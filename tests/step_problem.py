@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from aced.models import TwoTower, TwoTowerConfig
-from aced.train.config import OptimConfig, SelectionConfig, method_preset
+from aced.train.config import METHODS, DistillConfig, OptimConfig, SelectionConfig, StepConfig
 from aced.train.state import SuperBatch, init_train_state
 
 B, L, V, SIZE = 32, 8, 40, 14
@@ -37,8 +37,14 @@ def tiny_batch() -> SuperBatch:
     return SuperBatch(**{k: jnp.asarray(v) for k, v in tiny_batch_arrays().items()})
 
 
+def step_config(method: str, **fields) -> StepConfig:
+    """A `StepConfig` of `method` with lambda = 1 when it distils (the tests' starting point)."""
+    fields.setdefault("distill", DistillConfig(weight=1.0 if METHODS[method].distils else 0.0))
+    return StepConfig(method=method, **fields)
+
+
 def aced_config(n_chunks: int = 4):
-    return method_preset("aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=n_chunks), optim=OPTIM)
+    return step_config("aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=n_chunks), optim=OPTIM)
 
 
 def sgd_state(learner: TwoTower, config, seed: int = 7):

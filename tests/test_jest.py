@@ -1,6 +1,8 @@
-"""Properties of JEST joint selection and the independent baseline (dense path)."""
+"""Properties of JEST joint selection and the independent baseline (dense path).
 
-import itertools
+The invariants run for every entry of `SELECTION_RULES` (parametrised at
+collection), so a rule registered before the tests are collected inherits them.
+"""
 
 import equinox as eqx
 import hypothesis
@@ -10,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aced.selection import independent_select, joint_select
+from aced.selection import SELECTION_RULES, independent_select, joint_select
+
+RULES = list(SELECTION_RULES)
 
 
 def random_scores(seed: int, n: int, scale: float = 1.0) -> jax.Array:
@@ -25,12 +29,13 @@ def selection_sizes(draw, max_size=40):
     return n, per_chunk * n_chunks, n_chunks
 
 
-@hypothesis.settings(max_examples=10)
-@hypothesis.given(sizes=selection_sizes(), seed=st.integers(0, 2**16), greedy=st.booleans())
-def test_selects_distinct_in_range_indices(sizes, seed, greedy):
+@pytest.mark.parametrize("rule", RULES)
+@hypothesis.settings(max_examples=6)
+@hypothesis.given(sizes=selection_sizes(), seed=st.integers(0, 2**16))
+def test_selects_distinct_in_range_indices(rule, sizes, seed):
     n, n_select, n_chunks = sizes
     indices = joint_select(
-        jax.random.key(seed), random_scores(seed, n), n_select, n_chunks, greedy=greedy
+        jax.random.key(seed), random_scores(seed, n), n_select, n_chunks, rule=rule
     )
     indices = np.asarray(indices)
     assert indices.dtype == np.int32 and indices.shape == (n_select,)
@@ -60,13 +65,14 @@ def test_equal_scores_select_every_example_equally_often():
     assert np.abs(counts / expected - 1).max() < 0.1, counts
 
 
-@hypothesis.settings(max_examples=8)
-@hypothesis.given(sizes=selection_sizes(), seed=st.integers(0, 2**16), greedy=st.booleans())
-def test_overwhelming_learnability_is_always_selected(sizes, seed, greedy):
+@pytest.mark.parametrize("rule", RULES)
+@hypothesis.settings(max_examples=5)
+@hypothesis.given(sizes=selection_sizes(), seed=st.integers(0, 2**16))
+def test_overwhelming_learnability_is_always_selected(rule, sizes, seed):
     n, n_select, n_chunks = sizes
     star = seed % n
     scores = random_scores(seed, n).at[star, star].set(60.0)
-    indices = joint_select(jax.random.key(seed), scores, n_select, n_chunks, greedy=greedy)
+    indices = joint_select(jax.random.key(seed), scores, n_select, n_chunks, rule=rule)
     assert star in np.asarray(indices)[: n_select // n_chunks]  # in the first chunk
 
 
@@ -85,7 +91,7 @@ def brute_force_greedy(scores: np.ndarray, n_select: int) -> list[int]:
 def test_greedy_one_per_chunk_is_the_greedy_maximiser(n, data, seed):
     n_select = data.draw(st.integers(1, n), label="n_select")
     scores = random_scores(seed, n)
-    indices = joint_select(jax.random.key(0), scores, n_select, n_select, greedy=True)
+    indices = joint_select(jax.random.key(0), scores, n_select, n_select, rule="greedy")
     want = brute_force_greedy(np.asarray(scores, np.float64), n_select)
     assert np.asarray(indices).tolist() == want
 
@@ -109,20 +115,37 @@ def test_joint_beats_independent_when_pairs_matter():
     assert float(joint.mean()) > float(alone.mean()) + 4.0, (joint.mean(), alone.mean())
 
 
-def test_independent_is_joint_with_one_chunk():
+@pytest.mark.parametrize("rule", RULES)
+def test_independent_is_joint_with_one_chunk(rule):
     scores = random_scores(3, 30)
-    for seed, greedy in itertools.product(range(3), (False, True)):
+    for seed in range(3):
         key = jax.random.key(seed)
         np.testing.assert_array_equal(
-            independent_select(key, jnp.diagonal(scores), 10, greedy=greedy),
-            joint_select(key, scores, 10, 1, greedy=greedy),
+            independent_select(key, jnp.diagonal(scores), 10, rule=rule),
+            joint_select(key, scores, 10, 1, rule=rule),
         )
+
+
+def test_a_rule_that_is_not_joint_ignores_the_off_diagonal():
+    scores = random_scores(4, 30)
+    key = jax.random.key(2)
+    diagonal_only = jnp.diag(jnp.diagonal(scores))
+    for rule in (name for name, entry in SELECTION_RULES.items() if not entry.joint):
+        np.testing.assert_array_equal(
+            joint_select(key, scores, 12, 4, rule=rule),
+            joint_select(key, diagonal_only, 12, 4, rule=rule),
+        )
+
+
+def test_unknown_rule_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="selection rule 'best' is unknown; registered: jest"):
+        joint_select(jax.random.key(0), random_scores(0, 8), 4, 2, rule="best")
 
 
 def test_jit_matches_eager():
     scores = random_scores(5, 33)
     key = jax.random.key(5)
-    jitted = jax.jit(joint_select, static_argnames=("n_select", "n_chunks", "greedy"))
+    jitted = jax.jit(joint_select, static_argnames=("n_select", "n_chunks", "rule"))
     np.testing.assert_array_equal(
         jitted(key, scores, n_select=12, n_chunks=3), joint_select(key, scores, 12, 3)
     )

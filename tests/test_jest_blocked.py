@@ -1,4 +1,5 @@
-"""The blocked selection returns exactly the dense selection's indices."""
+"""The blocked selection returns exactly the dense selection's indices, for every
+registered pair score and selection rule."""
 
 import hypothesis
 import hypothesis.strategies as st
@@ -7,8 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aced.kernels import SCORES, BlockSizes
-from aced.selection import Embedded, joint_select, joint_select_blocked, score_matrix
+from aced.kernels import BlockSizes
+from aced.selection import (
+    PAIR_SCORES,
+    SELECTION_RULES,
+    Embedded,
+    joint_select,
+    joint_select_blocked,
+    score_matrix,
+)
 
 
 def embedded(rng: np.random.Generator, n: int, d: int, t: float, b: float) -> Embedded:
@@ -18,19 +26,19 @@ def embedded(rng: np.random.Generator, n: int, d: int, t: float, b: float) -> Em
     return Embedded(normalise(zimg), normalise(ztxt), jnp.float32(t), jnp.float32(b))
 
 
-@hypothesis.settings(max_examples=8)
+@pytest.mark.parametrize("rule", list(SELECTION_RULES))
+@hypothesis.settings(max_examples=4)
 @hypothesis.given(
     n=st.integers(1, 100),
     d=st.integers(1, 8),
     data=st.data(),
-    score=st.sampled_from(SCORES),
+    score=st.sampled_from(list(PAIR_SCORES)),
     block=st.sampled_from([None, BlockSizes(16, 16), BlockSizes(32, 16)]),
-    greedy=st.booleans(),
     seed=st.integers(0, 2**16),
     t=st.floats(1.0, 30.0),
     bias=st.floats(-12.0, 2.0),
 )
-def test_blocked_equals_dense(n, d, data, score, block, greedy, seed, t, bias):
+def test_blocked_equals_dense(rule, n, d, data, score, block, seed, t, bias):
     n_chunks = data.draw(st.integers(1, min(n, 16)), label="n_chunks")
     n_select = n_chunks * data.draw(st.integers(1, n // n_chunks), label="chunk size")
     rng = np.random.default_rng(seed)
@@ -38,10 +46,10 @@ def test_blocked_equals_dense(n, d, data, score, block, greedy, seed, t, bias):
     reference = embedded(rng, n, d + 3, 10.0, -10.0)
     key = jax.random.key(seed)
     dense = joint_select(
-        key, score_matrix(learner, reference, score, block=block), n_select, n_chunks, greedy=greedy
+        key, score_matrix(learner, reference, score, block=block), n_select, n_chunks, rule=rule
     )
     blocked = joint_select_blocked(
-        key, learner, reference, score, n_select, n_chunks, block=block, greedy=greedy
+        key, learner, reference, score, n_select, n_chunks, block=block, rule=rule
     )
     np.testing.assert_array_equal(blocked, dense)
 
@@ -53,9 +61,9 @@ def test_exact_ties_break_alike():
     one = embedded(rng, 1, 4, 10.0, -10.0)
     same = Embedded(jnp.tile(one.zimg, (40, 1)), jnp.tile(one.ztxt, (40, 1)), one.t, one.b)
     key = jax.random.key(1)
-    for score in ("learnability", "hard_learner"):
-        dense = joint_select(key, score_matrix(same, same, score), 16, 4, greedy=True)
-        blocked = joint_select_blocked(key, same, same, score, 16, 4, greedy=True)
+    for score in PAIR_SCORES:
+        dense = joint_select(key, score_matrix(same, same, score), 16, 4, rule="greedy")
+        blocked = joint_select_blocked(key, same, same, score, 16, 4, rule="greedy")
         np.testing.assert_array_equal(blocked, dense)
 
 
@@ -63,7 +71,7 @@ def test_bad_arguments_are_rejected():
     rng = np.random.default_rng(0)
     learner, reference = embedded(rng, 8, 3, 10.0, -10.0), embedded(rng, 8, 3, 10.0, -10.0)
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="use one of learnability"):
+    with pytest.raises(ValueError, match="pair score 'loss' is unknown; registered: learnability"):
         joint_select_blocked(key, learner, reference, "loss", 4, 2)
     with pytest.raises(ValueError, match="same super-batch"):
         joint_select_blocked(key, learner, embedded(rng, 9, 3, 1.0, 0.0), "learnability", 4, 2)

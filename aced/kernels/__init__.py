@@ -1,19 +1,29 @@
-"""Pallas kernels, each with its ``*_reference`` in plain jnp in the same file."""
+"""Pallas kernels, each with its ``*_reference`` in plain jnp in the same file.
 
-from aced.kernels.learnability import (
-    SCORES,
+`pair_scores`: the blocked row / column sums of pair scores (JEST's
+conditional logits at scale); `tiling`: the tile formula it shares with the
+dense path; `fixed_point`: the order-free sums that make both agree.
+"""
+
+from aced.kernels.fixed_point import fixed_point_bits, fixed_point_split, fixed_point_sum
+from aced.kernels.pair_scores import blocked_pair_score_sums, blocked_pair_score_sums_reference
+from aced.kernels.tiling import (
     BlockSizes,
-    blocked_pair_score_sums,
-    blocked_pair_score_sums_reference,
-    pair_score_diagonal,
-    pair_score_matrix,
+    Combine,
+    pair_losses_tile,
+    tiled_pair_score_diagonal,
+    tiled_pair_scores,
 )
 
 __all__ = [
-    "SCORES",
     "BlockSizes",
+    "Combine",
     "blocked_pair_score_sums",
     "blocked_pair_score_sums_reference",
-    "pair_score_diagonal",
-    "pair_score_matrix",
+    "fixed_point_bits",
+    "fixed_point_split",
+    "fixed_point_sum",
+    "pair_losses_tile",
+    "tiled_pair_score_diagonal",
+    "tiled_pair_scores",
 ]

@@ -20,6 +20,8 @@ cast sums their gradients over devices. So no explicit ``psum`` of parameter
 gradients here; one would multiply them by the axis size.
 """
 
+import dataclasses
+from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
@@ -29,7 +31,8 @@ from beartype import beartype as typechecker
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
 
-from aced.losses.contrastive import pair_labels, pair_logits
+from aced.losses.contrastive import pair_labels, pair_logits, softmax_loss
+from aced.registry import lookup, register
 
 
 @jaxtyped(typechecker=typechecker)
@@ -177,3 +180,49 @@ def sharded_sigmoid_loss(
     )
     dtype = zimg.dtype
     return loss(zimg, ztxt, jnp.asarray(t, dtype), jnp.asarray(b, dtype))
+
+
+# ---- CONTRASTIVE_LOSSES: the learner's loss over a global batch sharded over a mesh axis
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastiveLoss:
+    """A contrastive loss of global (sharded) embeddings.
+
+    **Fields:**
+
+    - `fn`: ``(zimg, ztxt, t, b, mesh, axis_name, variant) -> scalar``:
+      `variant` is ``step.sharded_loss`` (how a sigmoid loss crosses devices;
+      a loss may ignore it, as may it the bias).
+    - `about`: one line for ``aced train --help``.
+    """
+
+    fn: Callable[..., Array]
+    about: str = ""
+
+
+def _sigmoid(zimg, ztxt, t, b, mesh, axis_name, variant):
+    return sharded_sigmoid_loss(zimg, ztxt, t, b, mesh, axis_name=axis_name, variant=variant)
+
+
+def _softmax(zimg, ztxt, t, b, mesh, axis_name, variant):
+    del b, mesh, axis_name, variant  # bias-free; XLA all-gathers the sharded operands
+    return softmax_loss(zimg, ztxt, t)
+
+
+CONTRASTIVE_LOSSES: dict[str, ContrastiveLoss] = {
+    "sigmoid": ContrastiveLoss(_sigmoid, "SigLIP sigmoid loss (sharded: ring or all-gather)"),
+    "softmax": ContrastiveLoss(_softmax, "CLIP softmax (InfoNCE) loss, all-gathered"),
+}
+
+
+def register_contrastive_loss(
+    name: str, loss: ContrastiveLoss, *, overwrite: bool = False
+) -> ContrastiveLoss:
+    """Register `loss` as `name` for ``step.contrastive``."""
+    return register(CONTRASTIVE_LOSSES, "contrastive loss", name, loss, overwrite=overwrite)
+
+
+def contrastive_loss(loss: "str | ContrastiveLoss") -> ContrastiveLoss:
+    """The registered `ContrastiveLoss` named `loss` (an entry passes through)."""
+    return lookup(CONTRASTIVE_LOSSES, "contrastive loss", loss)

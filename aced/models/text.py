@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
+from aced.models.flops import encoder_flops
 from aced.models.transformer import Linear, TransformerBlock, apply_blocks, linear, make_blocks
 from aced.models.variants import check_positive, decode_variant
 
@@ -93,10 +94,14 @@ class TextConfig:
         return self.width if self.out_dim is None else self.out_dim
 
     def forward_flops(self, num_tokens: int | None = None) -> int:
-        """Analytic forward FLOPs per caption; see `aced.flops.text_forward_flops`."""
-        from aced.flops import text_forward_flops
-
-        return text_forward_flops(self, num_tokens)
+        """Analytic forward FLOPs of one token row (length `num_tokens`, default `max_len`)."""
+        length = self.max_len if num_tokens is None else num_tokens
+        if not 0 < length <= self.max_len:
+            raise ValueError(f"num_tokens={length} must be in [1, max_len={self.max_len}]")
+        flops = encoder_flops(length, self.width, self.depth, self.mlp_dim)
+        if self.out_dim is not None:
+            flops += 2 * self.width * self.out_dim
+        return flops
 
 
 class TextEncoder(eqx.Module):

@@ -100,10 +100,8 @@ class TwoTowerConfig:
             ) from error
 
     def forward_flops(self, num_tokens: int | None = None) -> int:
-        """Analytic forward FLOPs per image-text pair; see `aced.flops`."""
-        from aced.flops import two_tower_forward_flops
-
-        return two_tower_forward_flops(self, num_tokens)
+        """Analytic forward FLOPs of one image-text pair through both towers (no pair logits)."""
+        return self.image.forward_flops() + self.text.forward_flops(num_tokens)
 
 
 def _l2_normalize(x: Float[Array, "n D"]) -> Float[Array, "n D"]:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from beartype import beartype as typechecker
 from jaxtyping import Array, Float, PRNGKeyArray, jaxtyped
 
+from aced.models.flops import attention_flops, encoder_flops, mlp_flops
 from aced.models.transformer import (
     Linear,
     Mlp,
@@ -129,10 +130,15 @@ class ViTConfig:
         return self.width if self.out_dim is None else self.out_dim
 
     def forward_flops(self) -> int:
-        """Analytic forward FLOPs per image; see `aced.flops.vit_forward_flops`."""
-        from aced.flops import vit_forward_flops
-
-        return vit_forward_flops(self)
+        """Analytic forward FLOPs of one image (matrix products; `aced.models.flops`)."""
+        patches = self.num_patches
+        flops = 2 * patches * (self.patch_size * self.patch_size * self.channels) * self.width
+        flops += encoder_flops(patches, self.width, self.depth, self.mlp_dim)
+        if self.pool == "map":
+            flops += attention_flops(1, patches, self.width) + mlp_flops(1, self.width, self.mlp_dim)
+        if self.out_dim is not None:
+            flops += 2 * self.width * self.out_dim
+        return flops
 
 
 @jaxtyped(typechecker=typechecker)

@@ -1,13 +1,41 @@
-"""Active selection: pair scores and joint example selection (dense and blocked)."""
+"""Active selection: the pair-score and selection-rule registries, joint selection (dense and blocked)."""
 
 from aced.selection.blocked import joint_select_blocked
-from aced.selection.jest import independent_select, joint_select
-from aced.selection.scores import Embedded, score_matrix
+from aced.selection.jest import (
+    SELECTION_RULES,
+    SelectionRule,
+    independent_select,
+    joint_select,
+    register_selection_rule,
+    select_chunks,
+    selection_rule,
+)
+from aced.selection.scores import (
+    PAIR_SCORES,
+    PairScore,
+    pair_score,
+    per_example_scores,
+    positive_pair_losses,
+    register_pair_score,
+    score_matrix,
+)
+from aced.types import Embedded
 
 __all__ = [
+    "PAIR_SCORES",
+    "SELECTION_RULES",
     "Embedded",
+    "PairScore",
+    "SelectionRule",
     "independent_select",
     "joint_select",
     "joint_select_blocked",
+    "pair_score",
+    "per_example_scores",
+    "positive_pair_losses",
+    "register_pair_score",
+    "register_selection_rule",
     "score_matrix",
+    "select_chunks",
+    "selection_rule",
 ]

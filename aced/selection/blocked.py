@@ -2,8 +2,8 @@
 
 Same algorithm, randomness and arithmetic as `aced.selection.joint_select`,
 but the (B, B) score matrix is never formed: the diagonal comes from
-`pair_score_diagonal` and each chunk's row and column sums from the kernel
-`blocked_pair_score_sums`, both O(B·D) in memory.
+`aced.kernels.tiled_pair_score_diagonal` and each chunk's row and column sums
+from the kernel `aced.kernels.blocked_pair_score_sums`, both O(B·D) in memory.
 """
 
 import functools
@@ -12,24 +12,22 @@ import jax
 from beartype import beartype as typechecker
 from jaxtyping import Array, Int, PRNGKeyArray, jaxtyped
 
-from aced.kernels.learnability import BlockSizes, blocked_pair_score_sums, pair_score_diagonal
-from aced.selection.jest import check_counts, check_finite, select_chunks
-from aced.selection.scores import Embedded, check_views
+from aced.kernels import BlockSizes, blocked_pair_score_sums, tiled_pair_score_diagonal
+from aced.selection.jest import SelectionRule, check_counts, check_finite, select_chunks, selection_rule
+from aced.selection.scores import PairScore, pair_score
+from aced.types import Embedded, check_views
 
 
 @functools.partial(
-    jax.jit, static_argnames=("score", "n_select", "n_chunks", "block", "interpret", "greedy")
+    jax.jit, static_argnames=("combine", "n_select", "n_chunks", "block", "interpret", "rule")
 )
-def _joint_select_blocked(
-    key, learner, reference, score, n_select, n_chunks, block, interpret, greedy
-):
-    models = (*learner.flat(), *reference.flat())
-    diagonal = pair_score_diagonal(*models, score, block=block)
+def _joint_select_blocked(key, views, combine, n_select, n_chunks, block, interpret, rule):
+    diagonal = tiled_pair_score_diagonal(views, combine, block)
 
     def chunk_sums(chunk):
-        return blocked_pair_score_sums(*models, chunk, score, block=block, interpret=interpret)
+        return blocked_pair_score_sums(views, combine, chunk, block=block, interpret=interpret)
 
-    return select_chunks(key, diagonal, chunk_sums, n_select, n_chunks, greedy)
+    return select_chunks(key, diagonal, chunk_sums, n_select, n_chunks, rule)
 
 
 @jaxtyped(typechecker=typechecker)
@@ -37,39 +35,41 @@ def joint_select_blocked(
     key: PRNGKeyArray,
     learner: Embedded,
     reference: Embedded,
-    score: str,
+    score: "str | PairScore",
     n_select: int,
     n_chunks: int,
     *,
     block: BlockSizes | None = None,
     interpret: bool = True,
-    greedy: bool = False,
+    rule: "str | SelectionRule" = "jest",
 ) -> Int[Array, " k"]:
     """JEST joint example selection without the (B, B) score matrix.
 
     **Arguments:**
 
-    - `key`, `n_select`, `n_chunks`, `greedy`: as in `joint_select`.
+    - `key`, `n_select`, `n_chunks`, `rule`: as in `joint_select`.
     - `learner`, `reference`: the two models' views of the super-batch; their
       embeddings and temperature/bias must be finite (a ValueError eagerly, an
       `eqx.error_if` failure under `jit`).
-    - `score`: ``learnability``, ``easy_reference`` or ``hard_learner``.
+    - `score`: a name of `aced.selection.PAIR_SCORES` or a `PairScore`.
     - `block`: kernel tile sizes (default `BlockSizes()`).
     - `interpret`: run the kernel in the Pallas interpreter (the only mode on
       CPU); ``False`` compiles it for the GPU.
 
     **Returns:** the same indices as ``joint_select(key, score_matrix(learner,
-    reference, score, block=block), n_select, n_chunks)``: both paths compute
-    every pair score on the same tile shape and sum exactly, so they agree bit
-    for bit wherever the kernel runs through XLA (interpret mode). A compiled
-    kernel rounds its products its own way and may break exact ties
-    differently. Memory: O(B·D).
+    reference, score, block=block), n_select, n_chunks, rule=rule)``: both
+    paths compute every pair score on the same tile shape and sum exactly, so
+    they agree bit for bit wherever the kernel runs through XLA (interpret
+    mode). A compiled kernel rounds its products its own way and may break
+    exact ties differently. Memory: O(B·D).
     """
-    check_views(learner, reference, score)
+    entry, rule = pair_score(score), selection_rule(rule)
+    check_views(learner, reference)
     check_counts(learner.zimg.shape[0], n_select, n_chunks)
     learner = jax.tree.map(lambda x: check_finite(x, "learner embeddings, t and b"), learner)
     reference = jax.tree.map(lambda x: check_finite(x, "reference embeddings, t and b"), reference)
     block = BlockSizes() if block is None else block
+    views = entry.views(learner, reference)
     return _joint_select_blocked(
-        key, learner, reference, score, n_select, n_chunks, block, interpret, greedy
+        key, views, entry.combine, n_select, n_chunks, block, interpret, rule
     )

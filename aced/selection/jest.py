@@ -8,14 +8,24 @@ Q, which is exactly the change of the sub-batch score ``sum_{i,j in Q} S_ij``
 when k joins Q. Drawing c without replacement from a softmax is Gumbel top-k:
 ``top_k(logits + Gumbel noise, c)``.
 
+How a chunk is drawn from its conditional logits is a `SelectionRule`, one
+entry of the `SELECTION_RULES` registry, shared by the dense and the blocked
+path through `select_chunks`:
+
+- ``jest``: Gumbel top-k sampling (JEST; the default);
+- ``greedy``: the chunk's top logits, no noise;
+- ``independent``, ``independent_greedy``: the non-joint baseline, one draw
+  of the whole sub-batch from ``diag S`` (JEST's ablation).
+
 Randomness and arithmetic are shared with the blocked path
 (`aced.selection.joint_select_blocked`): chunk i draws noise of shape (B,)
 from ``fold_in(key, i)``, and after each chunk the logits gain the row and
 column sums of S over the new chunk, summed exactly in fixed point
-(`aced.kernels.learnability.fixed_point_sum`). Both paths therefore return the
-same indices for the same key.
+(`aced.kernels.fixed_point_sum`). Both paths therefore return the same
+indices for the same key.
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -25,10 +35,13 @@ import jax.numpy as jnp
 from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
-from aced.kernels.learnability import fixed_point_bits, fixed_point_sum
+from aced.kernels import fixed_point_bits, fixed_point_sum
+from aced.registry import lookup, register
 
 # (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
 ChunkSums = Callable[[Array], tuple[Array, Array]]
+# (key, logits (B,) with chosen examples at -inf, examples chosen so far, k) -> k indices.
+Draw = Callable[[PRNGKeyArray, Array, Array, int], Array]
 
 
 def check_counts(size: int, n_select: int, n_chunks: int) -> None:
@@ -56,13 +69,64 @@ def check_finite(x: Array, what: str) -> Array:
     return x
 
 
-def gumbel_top_k(
-    key: PRNGKeyArray, logits: Float[Array, " B"], k: int, greedy: bool
-) -> Int[Array, " k"]:
-    """k indices without replacement from ``softmax(logits)`` (greedy: the k largest)."""
-    if not greedy:
-        logits = logits + jax.random.gumbel(key, logits.shape, jnp.float32)
+def sample_top_k(key: PRNGKeyArray, logits: Float[Array, " B"], k: int) -> Int[Array, " k"]:
+    """k indices without replacement from ``softmax(logits)``: Gumbel top-k."""
+    logits = logits + jax.random.gumbel(key, logits.shape, jnp.float32)
     return jax.lax.top_k(logits, k)[1].astype(jnp.int32)
+
+
+def greedy_top_k(key: PRNGKeyArray, logits: Float[Array, " B"], k: int) -> Int[Array, " k"]:
+    """The k largest logits (the key is unused)."""
+    del key
+    return jax.lax.top_k(logits, k)[1].astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionRule:
+    """How each chunk of the sub-batch is drawn.
+
+    **Fields:**
+
+    - `draw`: ``(key, logits, n_chosen, k) -> k indices``: k distinct indices
+      from the (B,) conditional logits, where examples already chosen are
+      ``-inf``; `n_chosen` (a traced int32) is how many are chosen so far.
+    - `joint`: True: the chunks see each other (JEST's conditional logits,
+      ``S_kk + sum_q (S_qk + S_kq)``); False: the whole sub-batch is one draw
+      from the diagonal ``S_kk`` (no B x B matrix or kernel is needed).
+    - `about`: one line for ``aced train --help``.
+    """
+
+    draw: Draw
+    joint: bool = True
+    about: str = ""
+
+
+def _jest(key, logits, n_chosen, k):
+    return sample_top_k(key, logits, k)
+
+
+def _greedy(key, logits, n_chosen, k):
+    return greedy_top_k(key, logits, k)
+
+
+SELECTION_RULES: dict[str, SelectionRule] = {
+    "jest": SelectionRule(_jest, True, "JEST: each chunk sampled from softmax of its logits"),
+    "greedy": SelectionRule(_greedy, True, "each chunk the top conditional logits (no noise)"),
+    "independent": SelectionRule(_jest, False, "one draw from softmax(diag S): not joint"),
+    "independent_greedy": SelectionRule(_greedy, False, "the top of diag S: not joint"),
+}
+
+
+def register_selection_rule(
+    name: str, rule: SelectionRule, *, overwrite: bool = False
+) -> SelectionRule:
+    """Register `rule` as `name` for ``step.selection.rule`` and both selection paths."""
+    return register(SELECTION_RULES, "selection rule", name, rule, overwrite=overwrite)
+
+
+def selection_rule(rule: "str | SelectionRule") -> SelectionRule:
+    """The registered `SelectionRule` named `rule` (an entry passes through)."""
+    return lookup(SELECTION_RULES, "selection rule", rule)
 
 
 def select_chunks(
@@ -71,7 +135,7 @@ def select_chunks(
     chunk_sums: ChunkSums,
     n_select: int,
     n_chunks: int,
-    greedy: bool,
+    rule: SelectionRule,
 ) -> Int[Array, " k"]:
     """The JEST loop, shared by the dense and the blocked path.
 
@@ -79,17 +143,22 @@ def select_chunks(
 
     - `key`: chunk i uses ``fold_in(key, i)``.
     - `diagonal`: ``S_kk``, the first chunk's logits.
-    - `chunk_sums`: maps a chunk's indices to ``(sum_q S_kq, sum_q S_qk)``.
-    - `n_select`, `n_chunks`, `greedy`: as in `joint_select`.
+    - `chunk_sums`: maps a chunk's indices to ``(sum_q S_kq, sum_q S_qk)``;
+      never called for a rule that is not joint.
+    - `n_select`, `n_chunks`: as in `joint_select` (a rule that is not joint
+      draws all n_select at once, as one chunk).
+    - `rule`: how each chunk is drawn.
 
     **Returns:** the n_select indices, chunk after chunk.
     """
     size = diagonal.shape[0]
+    n_chunks = n_chunks if rule.joint else 1
     chunk = n_select // n_chunks
 
     def draw(i, logits, selected):
         logits = jnp.where(selected, -jnp.inf, logits)
-        return gumbel_top_k(jax.random.fold_in(key, i), logits, chunk, greedy)
+        n_chosen = jnp.asarray(i * chunk, jnp.int32)
+        return rule.draw(jax.random.fold_in(key, i), logits, n_chosen, chunk)
 
     logits = diagonal.astype(jnp.float32)
     first = draw(0, logits, jnp.zeros((size,), bool))
@@ -119,11 +188,11 @@ def dense_chunk_sums(scores: Float[Array, "B B"], n_select: int, n_chunks: int) 
     return sums
 
 
-@functools.partial(jax.jit, static_argnames=("n_select", "n_chunks", "greedy"))
-def _joint_select(key, scores, n_select, n_chunks, greedy):
+@functools.partial(jax.jit, static_argnames=("n_select", "n_chunks", "rule"))
+def _joint_select(key, scores, n_select, n_chunks, rule):
     scores = scores.astype(jnp.float32)
     sums = dense_chunk_sums(scores, n_select, n_chunks)
-    return select_chunks(key, jnp.diagonal(scores), sums, n_select, n_chunks, greedy)
+    return select_chunks(key, jnp.diagonal(scores), sums, n_select, n_chunks, rule)
 
 
 @jaxtyped(typechecker=typechecker)
@@ -133,7 +202,7 @@ def joint_select(
     n_select: int,
     n_chunks: int,
     *,
-    greedy: bool = False,
+    rule: "str | SelectionRule" = "jest",
 ) -> Int[Array, " k"]:
     """JEST joint example selection from a dense pair-score matrix.
 
@@ -147,18 +216,20 @@ def joint_select(
     - `n_select`: sub-batch size b, at most B and a multiple of `n_chunks`.
     - `n_chunks`: number of chunks (JEST uses 16); ``n_chunks = 1`` is
       independent selection on ``diag S``.
-    - `greedy`: take the top logits instead of sampling (no Gumbel noise).
+    - `rule`: a name of `SELECTION_RULES` or a `SelectionRule`: how each chunk
+      is drawn (default ``jest``: sampled; ``greedy``: the top logits).
 
-    `n_select`, `n_chunks` and `greedy` are static under `jit`.
+    `n_select`, `n_chunks` and `rule` are static under `jit`.
 
     **Returns:** n_select distinct int32 indices into the super-batch, chunk by
     chunk (within a chunk in decreasing perturbed logit).
     """
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be square (B, B); got shape {scores.shape}")
+    rule = selection_rule(rule)
     check_counts(scores.shape[0], n_select, n_chunks)
     scores = check_finite(scores, "scores")
-    return _joint_select(key, scores, n_select, n_chunks, greedy)
+    return _joint_select(key, scores, n_select, n_chunks, rule)
 
 
 @jaxtyped(typechecker=typechecker)
@@ -167,7 +238,7 @@ def independent_select(
     per_example_scores: Float[Array, " B"],
     n_select: int,
     *,
-    greedy: bool = False,
+    rule: "str | SelectionRule" = "independent",
 ) -> Int[Array, " k"]:
     """The non-joint baseline: n_select draws without replacement from ``softmax(scores)``.
 
@@ -179,11 +250,14 @@ def independent_select(
       example alone: pass ``diag(S)``, the example's own pair score (its score
       as a batch of one).
     - `n_select`: how many to take, in [1, B].
-    - `greedy`: take the top scores instead of sampling.
+    - `rule`: how the draw is made (its `draw`; `joint` does not matter here):
+      ``independent`` samples, ``independent_greedy`` takes the top scores.
 
     **Returns:** n_select distinct int32 indices, by decreasing perturbed score.
     """
+    rule = selection_rule(rule)
     check_counts(per_example_scores.shape[0], n_select, 1)
     per_example_scores = check_finite(per_example_scores, "per_example_scores")
     logits = per_example_scores.astype(jnp.float32)
-    return gumbel_top_k(jax.random.fold_in(key, 0), logits, n_select, greedy)
+    n_chosen = jnp.zeros((), jnp.int32)
+    return rule.draw(jax.random.fold_in(key, 0), logits, n_chosen, n_select)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from aced.losses import kd_loss
 from aced.models import TwoTower
 from aced.train.config import OptimConfig, StepConfig
 
@@ -91,15 +92,16 @@ def init_train_state(
     - `learner`: the student two-tower model.
     - `config`: the step configuration (optimiser, KD form).
     - `key`: PRNG key for selection noise and IID draws.
-    - `teacher_width`: the teacher's embedding width; with feature KD and a
-      width different from the learner's, a learned projection is created.
+    - `teacher_width`: the teacher's embedding width; with a KD loss that
+      compares embeddings (``KDLoss.needs_projection``) and a width different
+      from the learner's, a learned projection is created.
     - `optimizer`: replaces the one built from ``config.optim`` (e.g. plain SGD).
     """
     proj_key, key = jax.random.split(key)
     projection = None
     student_width = learner.config.embed_dim
     if (
-        config.uses_kd and config.distill.loss == "feature"
+        config.uses_kd and kd_loss(config.distill.loss).needs_projection
         and teacher_width is not None and teacher_width != student_width
     ):
         projection = eqx.nn.Linear(student_width, teacher_width, key=proj_key)

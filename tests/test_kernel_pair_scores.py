@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 from aced.kernels import (
-    SCORES,
     BlockSizes,
     blocked_pair_score_sums,
     blocked_pair_score_sums_reference,
-    pair_score_diagonal,
-    pair_score_matrix,
+    fixed_point_bits,
+    fixed_point_split,
+    fixed_point_sum,
+    tiled_pair_score_diagonal,
+    tiled_pair_scores,
 )
-from aced.kernels.learnability import fixed_point_bits, fixed_point_split, fixed_point_sum
 from aced.losses import sigmoid_pair_losses
+from aced.selection import PAIR_SCORES
+from aced.types import Embedded
 
 INTERPRET = [
     True,
@@ -40,6 +43,12 @@ def models(seed: int, n: int, d_learner: int, d_reference: int, t: float, b: flo
     return (out[0], out[1], f32(t), f32(b), out[2], out[3], f32(10.0), f32(-10.0))
 
 
+def views(args, score: str):
+    """The views a registered score reads from flat (learner, reference) arguments, and its combine."""
+    entry = PAIR_SCORES[score]
+    return entry.views(Embedded(*args[:4]), Embedded(*args[4:])), entry.combine
+
+
 blocks = st.sampled_from([BlockSizes(16, 16), BlockSizes(32, 16), BlockSizes(64, 32), None])
 
 
@@ -49,7 +58,7 @@ blocks = st.sampled_from([BlockSizes(16, 16), BlockSizes(32, 16), BlockSizes(64,
     n=st.integers(1, 90),
     d=st.integers(1, 9),
     data=st.data(),
-    score=st.sampled_from(SCORES),
+    score=st.sampled_from(list(PAIR_SCORES)),
     block=blocks,
     seed=st.integers(0, 2**16),
     t=st.floats(1.0, 30.0),
@@ -59,29 +68,34 @@ def test_kernel_matches_reference(interpret, n, d, data, score, block, seed, t, 
     args = models(seed, n, d, d + 3, t, bias)
     c = data.draw(st.integers(1, n), label="chunk size")
     chunk = jnp.asarray(np.random.default_rng(seed).choice(n, size=c, replace=False), jnp.int32)
-    rows, cols = blocked_pair_score_sums(*args, chunk, score, block=block, interpret=interpret)
-    want_rows, want_cols = blocked_pair_score_sums_reference(*args, chunk, score)
+    score_views, combine = views(args, score)
+    rows, cols = blocked_pair_score_sums(
+        score_views, combine, chunk, block=block, interpret=interpret
+    )
+    want_rows, want_cols = blocked_pair_score_sums_reference(score_views, combine, chunk)
     # Fixed-point truncation (< 2**-frac_bits per term) plus f32 rounding of the reference.
     atol = c * (2.0 ** -fixed_point_bits(c) + 1e-6 * (abs(t) + abs(bias) + 20.0))
     np.testing.assert_allclose(rows, want_rows, rtol=1e-6, atol=atol)
     np.testing.assert_allclose(cols, want_cols, rtol=1e-6, atol=atol)
     if interpret:
         # Through XLA the kernel and the tile-by-tile dense matrix agree bit for bit.
-        scores = pair_score_matrix(*args, score, block=block)
+        block = BlockSizes() if block is None else block
+        scores = tiled_pair_scores(score_views, combine, block)
         bits = fixed_point_bits(c)
         assert bool((rows == fixed_point_sum(scores[:, chunk], bits)).all())
         assert bool((cols == fixed_point_sum(scores[chunk, :].T, bits)).all())
-        diagonal = pair_score_diagonal(*args, score, block=block)
+        diagonal = tiled_pair_score_diagonal(score_views, combine, block)
         assert bool((diagonal == jnp.diagonal(scores)).all())
 
 
 def test_dense_matrix_and_diagonal_match_sigmoid_pair_losses():
     args = models(7, 53, 5, 4, 15.0, -6.0)
     want = sigmoid_pair_losses(*args[:4]) - sigmoid_pair_losses(*args[4:])
-    got = pair_score_matrix(*args, "learnability", block=BlockSizes(32, 16))
+    score_views, combine = views(args, "learnability")
+    got = tiled_pair_scores(score_views, combine, BlockSizes(32, 16))
     # Losses up to ~t + |b| cancel in the difference: f32 rounding of that size.
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-5)
-    diagonal = pair_score_diagonal(*args, "learnability", block=BlockSizes(32, 16))
+    diagonal = tiled_pair_score_diagonal(score_views, combine, BlockSizes(32, 16))
     np.testing.assert_allclose(diagonal, jnp.diagonal(want), rtol=1e-6, atol=2e-5)
 
 
@@ -125,10 +139,12 @@ def test_block_sizes_are_checked(kwargs, message):
 def test_bad_arguments_are_rejected():
     args = models(0, 10, 3, 3, 10.0, -10.0)
     chunk = jnp.arange(3, dtype=jnp.int32)
-    with pytest.raises(ValueError, match="unknown"):
-        blocked_pair_score_sums(*args, chunk, "loss")
+    score_views, combine = views(args, "learnability")
     with pytest.raises(ValueError, match=r"must lie in \[0, B=10\)"):
-        blocked_pair_score_sums(*args, chunk + 8, "learnability")
+        blocked_pair_score_sums(score_views, combine, chunk + 8)
+    short = Embedded(*models(0, 9, 3, 3, 10.0, -10.0)[:4])
+    with pytest.raises(ValueError, match="same super-batch"):
+        blocked_pair_score_sums((score_views[0], short), combine, chunk)
     if jax.default_backend() == "cpu":
         with pytest.raises(ValueError, match="interpret=True"):
-            blocked_pair_score_sums(*args, chunk, "learnability", interpret=False)
+            blocked_pair_score_sums(score_views, combine, chunk, interpret=False)

@@ -1,0 +1,47 @@
+"""Order-free sums: scores split into int32 integer and fixed-point fraction parts.
+
+XLA rounds float sums in an order that depends on shapes, tiling and backend,
+so two programs that sum the same scores differently can disagree in the last
+bit and break a tie in the selection differently. Summing
+``hi + lo * 2**-frac_bits`` in int32 is exact, so the dense path, the blocked
+kernel and any device layout give the same sums bit for bit.
+"""
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+
+def fixed_point_bits(count: int) -> int:
+    """Fraction bits that keep int32 sums of `count` split scores exact."""
+    return 31 - max(count, 1).bit_length()
+
+
+def fixed_point_split(
+    values: Float[Array, "m n"], frac_bits: int
+) -> tuple[Int[Array, "m n"], Int[Array, "m n"]]:
+    """Split ``values ~= hi + lo * 2**-frac_bits`` with ``|lo| < 2**frac_bits``.
+
+    Both parts are truncated toward zero, so the split loses less than
+    ``2**-frac_bits`` per value and every step is exact in f32 (the integer
+    part and the fraction of a float are floats). Values are clipped to
+    ``±2**frac_bits`` so that sums of fewer than ``2**(31 - frac_bits)`` terms
+    stay inside int32.
+    """
+    scale = float(2**frac_bits)
+    clipped = jnp.clip(values, -scale, scale)
+    hi = clipped.astype(jnp.int32)  # conversion truncates toward zero
+    lo = ((clipped - hi.astype(jnp.float32)) * scale).astype(jnp.int32)
+    return hi, lo
+
+
+def fixed_point_value(
+    hi: Int[Array, " m"], lo: Int[Array, " m"], frac_bits: int
+) -> Float[Array, " m"]:
+    """Back to f32 from summed `fixed_point_split` parts."""
+    return hi.astype(jnp.float32) + lo.astype(jnp.float32) * float(2.0**-frac_bits)
+
+
+def fixed_point_sum(values: Float[Array, "m n"], frac_bits: int) -> Float[Array, " m"]:
+    """Row sums of `values`, exact up to the fixed-point rounding, in any order."""
+    hi, lo = fixed_point_split(values, frac_bits)
+    return fixed_point_value(hi.sum(axis=1), lo.sum(axis=1), frac_bits)

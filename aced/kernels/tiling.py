@@ -1,0 +1,163 @@
+"""Pair scores tile by tile: the one formula the kernel and the dense path share.
+
+A pair score combines the SigLIP pair losses of one or more models' views
+(`aced.types.Embedded`) with a `Combine` function, e.g. learnability
+``lambda learner_loss, reference_loss: learner_loss - reference_loss``. XLA's
+matmul may round an entry differently depending on the operands' shapes (it
+does on CPU), so every entry, in the Pallas kernel and in the dense matrix
+alike, comes from `pair_losses_tile` on a ``(block_rows, D) x (block_cols, D)``
+tile: then the blocked and the dense selection agree bit for bit.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from aced.types import Embedded
+
+# Per-pair losses of each view a score reads, in order -> the pair scores.
+Combine = Callable[..., Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+    """Tile sizes of the pair-score kernel.
+
+    **Arguments:**
+
+    - `block_rows`: super-batch rows per grid step.
+    - `block_cols`: chunk columns per inner-loop step.
+
+    Both must be powers of two >= 16 (Triton's rule for block shapes), and
+    `block_rows` a multiple of `block_cols`. The defaults suit interpret mode
+    on CPU, where tall row tiles amortise the per-step cost (measured with
+    ``benchmarks/selection.py``); a GPU wants smaller tiles, since each grid
+    step holds ``4 * block_rows * D`` floats of row tiles (try
+    ``BlockSizes(64, 32)``; not tuned here). The diagonal costs
+    ``B * block_rows * D`` multiply-adds per model, so very tall tiles make it
+    dearer.
+    """
+
+    block_rows: int = 512
+    block_cols: int = 64
+
+    def __post_init__(self):
+        block_rows, block_cols = self.block_rows, self.block_cols
+        if block_rows < 16 or block_rows & (block_rows - 1):
+            raise ValueError(f"{block_rows=} must be a power of two >= 16")
+        if block_cols < 16 or block_cols & (block_cols - 1):
+            raise ValueError(f"{block_cols=} must be a power of two >= 16")
+        if block_rows % block_cols:
+            raise ValueError(f"{block_rows=} must be a multiple of {block_cols=}")
+
+
+def dot_nt(x: Float[Array, "m D"], y: Float[Array, "n D"]) -> Float[Array, "m n"]:
+    """``x @ y.T`` as one ``dot_general``: (m, D) . (D, n) -> (m, n), f32 accumulation."""
+    return jax.lax.dot_general(
+        x,
+        y,
+        (((1,), (1,)), ((), ())),
+        precision=jax.lax.Precision.HIGHEST,
+        preferred_element_type=jnp.float32,
+    )
+
+
+def pair_losses_tile(
+    zimg_rows: Float[Array, "m D"],
+    ztxt_cols: Float[Array, "n D"],
+    t: Float[Array, ""],
+    b: Float[Array, ""],
+    row_ids: Int[Array, " m"],
+    col_ids: Int[Array, " n"],
+) -> Float[Array, "m n"]:
+    """SigLIP pair losses of one tile, the same formula as `sigmoid_pair_losses`.
+
+    Pair (k, q) is positive iff the global indices agree, ``row_ids[k] ==
+    col_ids[q]``. ``<zimg_q, ztxt_k>`` may also be computed as ``ztxt`` rows
+    against ``zimg`` columns: XLA's products are symmetric in their operands.
+    """
+    logits = t * dot_nt(zimg_rows, ztxt_cols) + b
+    labels = jnp.where(row_ids[:, None] == col_ids[None, :], 1.0, -1.0).astype(jnp.float32)
+    return -jax.nn.log_sigmoid(labels * logits)
+
+
+def as_f32(view: Embedded) -> Embedded:
+    return jax.tree.map(lambda x: x.astype(jnp.float32), view)
+
+
+def pad_rows(x: Array, rows: int, value=0) -> Array:
+    pad = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    return jnp.pad(x, pad, constant_values=value)
+
+
+def _tiled(views: tuple[Embedded, ...], size: int, block: BlockSizes) -> tuple:
+    """Row tiles of zimg and column tiles of ztxt per view, plus global ids."""
+    block_rows, block_cols = block.block_rows, block.block_cols
+    n_rows = -(-size // block_rows) * block_rows
+    n_cols = -(-size // block_cols) * block_cols
+    tiles = []
+    for view in map(as_f32, views):
+        rows = pad_rows(view.zimg, n_rows).reshape(n_rows // block_rows, block_rows, -1)
+        cols = pad_rows(view.ztxt, n_cols).reshape(n_cols // block_cols, block_cols, -1)
+        tiles.append((rows, cols, view.t, view.b))
+    row_ids = jnp.arange(n_rows, dtype=jnp.int32).reshape(-1, block_rows)
+    col_ids = jnp.arange(n_cols, dtype=jnp.int32).reshape(-1, block_cols)
+    return tiles, row_ids, col_ids
+
+
+def _tile_scores(tiles, combine: Combine, i, j, row_ids, col_ids) -> Array:
+    losses = [
+        pair_losses_tile(rows[i], cols[j], t, b, row_ids[i], col_ids[j])
+        for rows, cols, t, b in tiles
+    ]
+    return combine(*losses)  # (block_rows, block_cols)
+
+
+@functools.partial(jax.jit, static_argnames=("combine", "block"))
+def tiled_pair_scores(
+    views: tuple[Embedded, ...], combine: Combine, block: BlockSizes
+) -> Float[Array, "B B"]:
+    """The dense (B, B) pair-score matrix, evaluated tile by tile (plain jnp). Memory: O(B^2)."""
+    size = views[0].zimg.shape[0]
+    tiles, row_ids, col_ids = _tiled(views, size, block)
+
+    def row_tile(i):
+        def col_tile(j):
+            return _tile_scores(tiles, combine, i, j, row_ids, col_ids)
+
+        strip = jax.lax.map(col_tile, jnp.arange(col_ids.shape[0]))  # (nc, br, bc)
+        return strip.transpose(1, 0, 2).reshape(block.block_rows, -1)
+
+    matrix = jax.lax.map(row_tile, jnp.arange(row_ids.shape[0]))  # (nr, br, nc * bc)
+    return matrix.reshape(-1, matrix.shape[-1])[:size, :size]
+
+
+@functools.partial(jax.jit, static_argnames=("combine", "block"))
+def tiled_pair_score_diagonal(
+    views: tuple[Embedded, ...], combine: Combine, block: BlockSizes
+) -> Float[Array, " B"]:
+    """The diagonal ``S[k, k]`` of `tiled_pair_scores` in O(B·D) memory (plain jnp).
+
+    Each row tile is multiplied by the `block_cols`-wide column tiles that hold
+    its own examples, block_rows / block_cols products of the kernel's tile
+    shape, so the values equal the dense matrix's diagonal bit for bit.
+    Compute: B · block_rows · D per view, small beside one selection.
+    """
+    size = views[0].zimg.shape[0]
+    block_rows, block_cols = block.block_rows, block.block_cols
+    n_sub = block_rows // block_cols
+    n_rows = -(-size // block_rows) * block_rows
+    # Column tiles aligned with row tiles: row tile i holds column tiles i * n_sub + s.
+    tiles, row_ids, col_ids = _tiled(views, n_rows, block)
+    diag = jnp.arange(block_cols)
+
+    def tile(ij):
+        i, s = ij // n_sub, ij % n_sub
+        scores = _tile_scores(tiles, combine, i, i * n_sub + s, row_ids, col_ids)
+        return scores[s * block_cols + diag, diag]  # entries (k, k) of this tile
+
+    return jax.lax.map(tile, jnp.arange(row_ids.shape[0] * n_sub)).reshape(-1)[:size]
