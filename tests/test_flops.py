@@ -86,3 +86,85 @@ def test_two_tower_is_sum_and_config_methods_agree():
     assert text.forward_flops(8) == text_forward_flops(text, 8) < text_forward_flops(text)
     with pytest.raises(ValueError, match="num_tokens"):
         text_forward_flops(text, 17)
+
+
+# ---- the step's FLOPs derive from the registry entries
+
+
+def _tower_configs():
+    small = TwoTowerConfig.from_variants(
+        image_variant="mu/7", text_variant="mu", embed_dim=32, image_size=28, vocab_size=50,
+        max_len=8, image_overrides={"channels": 1},
+    )
+    large = TwoTowerConfig.from_variants(
+        image_variant="nano/7", text_variant="nano", embed_dim=48, image_size=28, vocab_size=50,
+        max_len=8, image_overrides={"channels": 1},
+    )
+    return small, large
+
+
+def test_scoring_forwards_follow_the_views_a_score_reads():
+    from aced.flops import train_step_flops
+    from aced.selection import PAIR_SCORES, SELECTION_RULES, PairScore
+
+    learner, reference = _tower_configs()
+    B, b = 64, 16
+    jest = SELECTION_RULES["jest"]
+
+    def parts(score, **kw):
+        return train_step_flops(learner, reference, super_batch=B, sub_batch=b, score=score,
+                                rule=jest, n_chunks=4, **kw)
+
+    both = parts(PAIR_SCORES["learnability"])
+    assert both["scoring_learner"] == B * learner.forward_flops()
+    assert both["scoring_reference"] == B * reference.forward_flops()
+    # dense: one (B, B) pair-logit matrix per view, each at its own width
+    assert both["selection"] == 2 * B * B * 32 + 2 * B * B * 48
+    easy = parts(PAIR_SCORES["easy_reference"])
+    assert easy["scoring_learner"] == 0 and easy["selection"] == 2 * B * B * 48
+    hard = parts(PAIR_SCORES["hard_learner"])
+    assert hard["scoring_reference"] == 0 and hard["selection"] == 2 * B * B * 32
+    # a new two-view score costs what learnability costs: nothing is keyed on a name
+    margin = PairScore(("learner", "reference"), lambda l, r: l - 0.5 * r)
+    assert parts(margin) == both
+    cached = parts(PAIR_SCORES["learnability"], reference_cached=True)
+    assert cached["scoring_reference"] == 0
+    # blocked: rows and columns of the n_chunks - 1 later chunks of b / n_chunks
+    blocked = parts(PAIR_SCORES["learnability"], implementation="blocked")
+    assert blocked["selection"] == 3 * (2 * 2 * B * 4 * 32 + 2 * 2 * B * 4 * 48)
+    independent = train_step_flops(
+        learner, reference, super_batch=B, sub_batch=b, score=PAIR_SCORES["learnability"],
+        rule=SELECTION_RULES["independent"], n_chunks=4,
+    )
+    assert independent["selection"] == 0
+    assert all(p["total"] == sum(v for k, v in p.items() if k != "total")
+               for p in (both, easy, hard, blocked, independent))
+
+
+def test_kd_flops_come_from_the_kd_loss_entry():
+    from aced.flops import train_step_flops
+    from aced.losses import KD_LOSSES
+
+    learner, reference = _tower_configs()
+    b = 16
+    contrastive = 3 * 2 * b * b * 32
+
+    def losses(name, **kw):
+        return train_step_flops(learner, reference, super_batch=b, sub_batch=b, score=None,
+                                kd=KD_LOSSES[name], **kw)
+
+    for name in ("softmax", "softmax_kl", "sigmoid"):
+        # the student's (b, b) logits forward and backward, the teacher's forward
+        assert losses(name)["losses"] == contrastive + 3 * 2 * b * b * 32 + 2 * b * b * 48, name
+    assert losses("feature")["losses"] == contrastive
+    # a projection (b, 32) -> (b, 48) of both towers, forward and backward
+    projected = losses("feature", projection=True)["losses"]
+    assert projected == contrastive + 3 * 2 * (2 * b * 48 * 32)
+    online = losses("softmax")
+    assert online["teacher"] == b * reference.forward_flops()
+    assert losses("softmax", reference_cached=True)["teacher"] == 0
+    separate = train_step_flops(
+        learner, reference, super_batch=4 * b, sub_batch=b, score=None, kd=KD_LOSSES["softmax"],
+        kd_separate_batch=True,
+    )
+    assert separate["update"] == 3 * 2 * b * learner.forward_flops()

@@ -18,15 +18,14 @@ from jax.sharding import Mesh
 
 from aced.losses import sigmoid_loss, softmax_kd
 from aced.models import TwoTower, TwoTowerConfig
-from aced.train.config import DistillConfig, OptimConfig, SelectionConfig, method_preset
+from aced.train.config import DistillConfig, OptimConfig, SelectionConfig
 from aced.train.state import SuperBatch, init_train_state
 from aced.train.sharding import replicate, shard_batch
-from aced.train.step import (
-    check_step_shapes, curate, make_train_step, step_flops, train_step,
-)
+from aced.train.curation import curate
+from aced.train.step import make_train_step, step_flops, train_step
 
 from step_problem import (
-    B, OPTIM, V, aced_config, sgd_state, tiny_batch, tiny_models,
+    B, OPTIM, V, aced_config, sgd_state, step_config as method_preset, tiny_batch, tiny_models,
 )
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -205,7 +204,7 @@ def test_local_scope_selects_within_each_shard(models, batch):
 def test_bad_geometry_is_rejected(filter_ratio, n_chunks, super_batch, devices, message):
     config = method_preset("acid", selection=SelectionConfig(filter_ratio=filter_ratio, n_chunks=n_chunks))
     with pytest.raises(ValueError, match=message):
-        check_step_shapes(config, super_batch, devices)
+        config.check_shapes(super_batch, devices)
 
 
 def free_port() -> int:
