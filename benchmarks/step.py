@@ -56,12 +56,11 @@ from jax.sharding import Mesh  # noqa: E402
 from aced.data.scenes import SceneConfig  # noqa: E402
 from aced.models import TwoTower, TwoTowerConfig, two_tower  # noqa: E402
 from aced.selection import Embedded  # noqa: E402
-from aced.train.config import METHODS, SelectionConfig, method_preset  # noqa: E402
+from aced.train.config import METHODS, preset, updated  # noqa: E402
+from aced.train.curation import embedded, reference_view, select_indices  # noqa: E402
 from aced.train.state import SuperBatch, init_train_state  # noqa: E402
 from aced.train.sharding import embed_sharded  # noqa: E402
-from aced.train.step import (  # noqa: E402
-    embedded, learner_update, make_train_step, reference_view, select_indices, step_flops,
-)
+from aced.train.step import learner_update, make_train_step, step_flops  # noqa: E402
 
 LEARNER = ("mu/7", "mu")
 REFERENCE = ("nano/7", "nano")
@@ -160,9 +159,15 @@ def part_functions(config, mesh, super_batch: int, sub_batch: int):
     return scoring, selection, update
 
 
+def bench_config(method: str, filter_ratio: float = 0.8):
+    """The method preset's step, with the reference embedded online (its forward is timed)."""
+    return updated(preset(method).step, {"selection.filter_ratio": filter_ratio,
+                                         "reference_embeddings": "online"})
+
+
 def bench_method(method: str, super_batch: int, repeats: int, mesh, filter_ratio: float = 0.8) -> dict:
     """Time one method's parts, whole step and the peak matmul, taking turns."""
-    config = method_preset(method, selection=SelectionConfig(filter_ratio=filter_ratio))
+    config = bench_config(method, filter_ratio)
     b = config.sub_batch_size(super_batch)
     learner, reference, batch = make_problem(super_batch)
     state = init_train_state(learner, config, jax.random.key(3))
@@ -260,7 +265,7 @@ def op_kind(opcode: str, body: list[str]) -> str:
 
 def profile_step(method: str, super_batch: int, mesh) -> dict:
     """Trace two steps; sum each executed instruction's time by `op_kind`."""
-    config = method_preset(method)
+    config = bench_config(method)
     learner, reference, batch = make_problem(super_batch)
     state = init_train_state(learner, config, jax.random.key(3))
     step = make_train_step(config, mesh)
@@ -301,7 +306,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help=f"smoke run, B = {QUICK_SUPER_BATCH}")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--super-batch", type=int, default=None, help="B of the per-part table")
-    parser.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per function")
     parser.add_argument("--no-share", action="store_true", help=f"skip the B = {SHARE_BATCH} run")
     parser.add_argument("--profile", action="store_true", help="op-kind profile of one ACID step")

@@ -4,9 +4,11 @@ from aced.selection.blocked import joint_select_blocked
 from aced.selection.jest import (
     SELECTION_RULES,
     SelectionRule,
+    greedy_top_k,
     independent_select,
     joint_select,
     register_selection_rule,
+    sample_top_k,
     select_chunks,
     selection_rule,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "Embedded",
     "PairScore",
     "SelectionRule",
+    "greedy_top_k",
     "independent_select",
     "joint_select",
     "joint_select_blocked",
@@ -35,6 +38,7 @@ __all__ = [
     "positive_pair_losses",
     "register_pair_score",
     "register_selection_rule",
+    "sample_top_k",
     "score_matrix",
     "select_chunks",
     "selection_rule",

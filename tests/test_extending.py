@@ -1,0 +1,126 @@
+"""The three forks of ``docs/extending.md``, run as written there, each one function + one
+registration: a pair score (dense = blocked in an ACID step), a selection rule, and a KD
+loss chosen by ``step.distill.loss=`` in ``aced train --plugin``."""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aced.losses import KD_LOSSES
+from aced.selection import (
+    PAIR_SCORES,
+    SELECTION_RULES,
+    joint_select,
+    joint_select_blocked,
+    per_example_scores,
+    sample_top_k,
+    score_matrix,
+)
+from aced.train.config import SelectionConfig
+from aced.train.curation import curate
+from aced.types import Embedded
+from step_problem import OPTIM, step_config, tiny_batch, tiny_models
+
+DOC = pathlib.Path(__file__).parents[1] / "docs" / "extending.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+NAMES = {"margin": PAIR_SCORES, "jest_normalised": SELECTION_RULES, "similarity_l1": KD_LOSSES}
+
+
+@pytest.fixture(scope="module")
+def forks():
+    """Each python block of the doc, executed in its own namespace; unregistered afterwards."""
+    assert len(BLOCKS) == 3, "docs/extending.md should hold the three forks"
+    spaces = []
+    for block in BLOCKS:
+        space: dict = {}
+        exec(compile(block, str(DOC), "exec"), space)
+        spaces.append(space)
+    yield spaces
+    for name, registry in NAMES.items():
+        registry.pop(name, None)
+
+
+def views(seed: int, n: int) -> tuple[Embedded, Embedded]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for d, t, b in ((5, 10.0, -8.0), (7, 12.0, -9.0)):
+        z = rng.standard_normal((2, n, d))
+        z /= np.linalg.norm(z, axis=2, keepdims=True)
+        out.append(Embedded(jnp.asarray(z[0], jnp.float32), jnp.asarray(z[1], jnp.float32),
+                            jnp.float32(t), jnp.float32(b)))
+    return out[0], out[1]
+
+
+def test_margin_score_from_one_entry(forks):
+    learner, reference = views(0, 40)
+    l_loss = score_matrix(learner, reference, "hard_learner")
+    r_loss = -score_matrix(learner, reference, "easy_reference")
+    np.testing.assert_allclose(score_matrix(learner, reference, "margin"), l_loss - 0.5 * r_loss,
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(per_example_scores(learner, reference, "margin"),
+                               jnp.diagonal(l_loss - 0.5 * r_loss), rtol=1e-5, atol=1e-5)
+    key = jax.random.key(3)
+    dense = joint_select(key, score_matrix(learner, reference, "margin"), 16, 4)
+    blocked = joint_select_blocked(key, learner, reference, "margin", 16, 4)
+    np.testing.assert_array_equal(dense, blocked)
+
+
+def test_margin_acid_step_dense_and_blocked_select_the_same(forks):
+    learner, reference = tiny_models()
+    batch = tiny_batch()
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    chosen = []
+    for implementation in ("dense", "blocked"):
+        config = step_config("acid", optim=OPTIM, selection=SelectionConfig(
+            score="margin", filter_ratio=0.5, n_chunks=4, implementation=implementation))
+        idx, _, metrics = jax.jit(lambda k, lrn, ref, bt, c=config: curate(k, lrn, ref, bt, c, mesh))(
+            jax.random.key(1), learner, reference, batch)
+        chosen.append(np.asarray(idx))
+        assert metrics["score/selected_mean"] > metrics["score/all_mean"]
+    np.testing.assert_array_equal(*chosen)
+    assert len(set(chosen[0].tolist())) == 16
+
+
+def test_normalised_rule_divides_each_chunk_by_2q_plus_1(forks):
+    rule = SELECTION_RULES["jest_normalised"]
+    logits = jnp.asarray(np.random.default_rng(1).normal(0, 3, 30), jnp.float32)
+    key = jax.random.key(4)
+    for n_chosen in (0, 4, 12):
+        got = rule.draw(key, logits, jnp.int32(n_chosen), 4)
+        np.testing.assert_array_equal(got, sample_top_k(key, logits / (2 * n_chosen + 1), 4))
+    scores = score_matrix(*views(2, 48), "learnability")
+    normalised = np.asarray(joint_select(key, scores, 24, 6, rule="jest_normalised"))
+    plain = np.asarray(joint_select(key, scores, 24, 6, rule="jest"))
+    np.testing.assert_array_equal(normalised[:4], plain[:4])  # |Q| = 0: the same first chunk
+    assert len(set(normalised.tolist())) == 24
+    assert not np.array_equal(normalised, plain)
+
+
+def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
+    from aced.cli import main
+
+    plugin = tmp_path / "my_kd.py"
+    plugin.write_text(BLOCKS[2])
+    del KD_LOSSES["similarity_l1"]  # the CLI must register it again from the file
+    overrides = [
+        "model.image_variant=mu/14", "model.embed_dim=16", "model.max_len=12",
+        "data.super_batch_size=32", "data.size=256", "step.selection.filter_ratio=0.0",
+        "step.optim.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=2",
+        "train.eval_per_task=8", "train.eval_retrieval_size=8", "train.eval_batch_size=64",
+        "train.progress=false", "reference.image_variant=mu/14", "reference.text_variant=mu",
+        "reference.train_steps=2", "reference.curated_size=64", "reference.super_batch_size=32",
+        "reference.warmup_steps=1", "train.steps=2", f"train.out_dir={tmp_path / 'run'}",
+        "step.distill.loss=similarity_l1",
+    ]
+    assert main(["train", "--plugin", str(plugin), "--preset", "kd", *overrides]) == 0
+    assert "similarity_l1" in KD_LOSSES
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    import json
+
+    last = [json.loads(line) for line in lines if "loss/kd" in line][-1]
+    assert last["loss/kd"] > 0
+    assert main(["train", "--preset", "kd", "step.distill.loss=nope", *overrides[:-1]]) == 2
