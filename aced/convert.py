@@ -10,7 +10,8 @@ anything.
 import os
 import pathlib
 
-from aced.models.hf_siglip import TOKENIZER_FILES, from_hf_siglip
+from aced.data.hf_tokenizer import TOKENIZER_FILES
+from aced.models.hf_siglip import from_hf_siglip
 from aced.models.serialization import load_two_tower, save_two_tower
 
 __all__ = ["convert_hf_siglip", "load_two_tower", "save_two_tower"]
@@ -29,7 +30,7 @@ def convert_hf_siglip(
     - `overwrite`: replace an existing `out_dir` (otherwise an error).
 
     **Returns:** `out_dir`. ``load_two_tower(out_dir)`` gives the model and
-    ``aced.models.hf_siglip.load_hf_tokenizer(out_dir)`` its tokenizer.
+    ``aced.data.load_hf_tokenizer(out_dir)`` its tokenizer.
     """
     src = pathlib.Path(src_dir)
     out = pathlib.Path(out_dir)

@@ -9,6 +9,7 @@ import tokenizers
 from tokenizers import models, pre_tokenizers
 
 from aced.data import captions as cap
+from aced.data.hf_tokenizer import load_sentencepiece
 from aced.data.scenes import SceneConfig, curated_split, eval_split, web_split
 from aced.data.tokenize import (
     EOS,
@@ -16,7 +17,6 @@ from aced.data.tokenize import (
     UNK,
     build_word_tokenizer,
     builtin_tokenizer,
-    load_sentencepiece,
     load_tokenizer,
     save_tokenizer,
 )

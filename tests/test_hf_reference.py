@@ -95,7 +95,7 @@ def test_reference_tokenizer_and_width_checks(converted, tmp_path):
     import shutil
 
     from aced.data import builtin_tokenizer
-    from aced.models import load_hf_tokenizer
+    from aced.data import load_hf_tokenizer
     from aced.train.checkpoint import load_model
 
     reference, _, _ = converted

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from aced.convert import convert_hf_siglip, load_two_tower
-from aced.models import from_hf_siglip, load_hf_tokenizer
+from aced.data import load_hf_tokenizer
+from aced.models import from_hf_siglip
 from aced.models.hf_siglip import hf_siglip_config
 
 VOCAB, MAX_LEN, IMAGE, PATCH = 80, 8, 16, 4

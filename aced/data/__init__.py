@@ -1,4 +1,5 @@
-"""Data: built-in Fashion-MNIST scenes, tokenizers, HF-datasets loaders, batching.
+"""Data: built-in Fashion-MNIST scenes, tokenizers (ours, SentencePiece, Hugging Face
+checkpoints'), HF-datasets loaders, batching.
 
 See ``docs/data.md``. The loaders of `aced.data.hf` import Hugging Face
 `datasets` on first use only.
@@ -18,6 +19,7 @@ from aced.data.fashion_mnist import (
     load_fashion_mnist,
     load_fashion_mnist_hub,
 )
+from aced.data.hf_tokenizer import load_hf_tokenizer, load_sentencepiece
 from aced.data.images import BadImageError, decode_image, resize_center_crop, to_model_images
 from aced.data.scenes import (
     QUALITY,
@@ -35,9 +37,10 @@ from aced.data.tokenize import (
     TextTokenizer,
     build_word_tokenizer,
     builtin_tokenizer,
-    load_sentencepiece,
+    canonicalize_text,
     load_tokenizer,
     save_tokenizer,
+    text_normalizer,
 )
 
 _HF_NAMES = ("ImageTextDataset", "load_csv", "load_imagefolder", "load_parquet", "load_webdataset")
@@ -72,17 +75,20 @@ __all__ = [
     "add_web_noise",
     "build_word_tokenizer",
     "builtin_tokenizer",
+    "canonicalize_text",
     "curated_split",
     "decode_image",
     "eval_split",
     "load_fashion_mnist",
     "load_fashion_mnist_hub",
+    "load_hf_tokenizer",
     "load_sentencepiece",
     "load_tokenizer",
     "make_scenes",
     "position_names",
     "resize_center_crop",
     "save_tokenizer",
+    "text_normalizer",
     "to_model_images",
     "web_split",
     *_HF_NAMES,

@@ -1,7 +1,16 @@
-"""Tokenizers: a word-level one for the built-in captions, and loaders for real ones.
+"""Tokenizers: `TextTokenizer`, the word-level one of the built-in captions,
+``tokenizer.json`` files, and the one text canonicalisation.
 
-Every tokenizer maps a list of texts to int32 token ids of shape (n, L), with
-L = `max_len` fixed, through the Hugging Face `tokenizers` library.
+Every tokenizer is a `TextTokenizer`: a list of texts -> int32 token ids of
+shape (n, L), with L = `max_len` fixed, through the Hugging Face `tokenizers`
+library or a SentencePiece backend (`aced.data.hf_tokenizer`).
+
+Text canonicalisation is `text_normalizer` (its result on one string:
+`canonicalize_text`): the word tokenizer lower-cases with it, SigLIP's
+SentencePiece tokenizer lower-cases, strips ASCII punctuation and collapses
+white space with it (big_vision / transformers ``canonicalize_text``).
+Files loaded as they are (``tokenizer.json``, a raw SentencePiece model) keep
+their own normalisation.
 
 Convention of the built-in word tokenizer (ids: ``<pad>`` 0, ``<eos>`` 1,
 ``<unk>`` 2). SigLIP's text tower pads every caption to L tokens and pools
@@ -27,6 +36,8 @@ length and the padding side are set here.
 import dataclasses
 import os
 import pathlib
+import re
+import string
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -34,7 +45,7 @@ import numpy as np
 import tokenizers
 from beartype import beartype as typechecker
 from jaxtyping import Int32, jaxtyped
-from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, models, normalizers, pre_tokenizers, processors, trainers
 
 from aced.data.captions import vocabulary_texts
 from aced.data.scenes import SceneConfig
@@ -51,7 +62,9 @@ class TextTokenizer:
     **Fields:**
 
     - `backend`: a `tokenizers.Tokenizer` whose padding and truncation are set
-      to `max_len`; or, for SentencePiece files, a `SentencePieceProcessor`.
+      to `max_len`; or a SentencePiece backend: anything with
+      ``encode(texts) -> list of id lists``, ``get_piece_size()`` and
+      ``decode(ids)`` (a `SentencePieceProcessor`, `aced.data.hf_tokenizer.SiglipSentencePiece`).
     - `max_len`: L, the fixed row length.
     - `pad_id`: id used for padding; `eos_id`: appended id (SentencePiece only).
     - `padding_side`: ``"left"`` or ``"right"``.
@@ -81,11 +94,14 @@ class TextTokenizer:
         return np.asarray(rows, dtype=np.int32).reshape(len(texts), self.max_len)
 
     def _sentencepiece_rows(self, texts: Sequence[str]) -> list[list[int]]:
-        # SiglipTokenizer: pieces, truncated to L - 1, then </s>, then padding.
+        # SiglipTokenizer: pieces, truncated to L - 1, then </s> unless the
+        # pieces end in it already, then padding.
         tail = [] if self.eos_id is None else [self.eos_id]
         rows = []
         for ids in self.backend.encode(list(texts)):
-            ids = ids[: self.max_len - len(tail)] + tail
+            ids = list(ids[: self.max_len - len(tail)])
+            if ids[-1:] != tail:
+                ids += tail
             pad = [self.pad_id] * (self.max_len - len(ids))
             rows.append(pad + ids if self.padding_side == "left" else ids + pad)
         return rows
@@ -96,6 +112,40 @@ class TextTokenizer:
         if isinstance(self.backend, tokenizers.Tokenizer):
             return self.backend.decode(ids, skip_special_tokens=True)
         return self.backend.decode([i for i in ids if i not in (self.pad_id, self.eos_id)])
+
+
+# ASCII punctuation (Python's string.punctuation) and white space, whose
+# runs collapse to one space; \x1c-\x1f count as white space, as in Python.
+_PUNCTUATION = "[" + re.escape(string.punctuation) + "]"
+_WHITESPACE = r"[\s\x1c-\x1f]+"
+
+
+def text_normalizer(*, lower: bool, strip_punctuation: bool) -> normalizers.Normalizer:
+    """The text canonicalisation of aced's tokenizers, as a `tokenizers` normalizer.
+
+    **Arguments:**
+
+    - `lower`: lower-case (per character, Unicode).
+    - `strip_punctuation`: remove ASCII punctuation, collapse runs of white
+      space into one space and strip both ends (big_vision's
+      ``canonicalize_text``, transformers ``SiglipTokenizer``).
+
+    **Returns:** the normalizer; set as a `tokenizers.Tokenizer`'s
+    ``normalizer`` it is saved with its ``tokenizer.json``.
+    """
+    steps = [normalizers.Lowercase()] if lower else []
+    if strip_punctuation:
+        steps += [
+            normalizers.Replace(Regex(_PUNCTUATION), ""),
+            normalizers.Replace(Regex(_WHITESPACE), " "),
+            normalizers.Strip(),
+        ]
+    return steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+
+
+def canonicalize_text(text: str, *, lower: bool = True, strip_punctuation: bool = True) -> str:
+    """`text` canonicalised by `text_normalizer` (default: SigLIP's canonicalisation)."""
+    return text_normalizer(lower=lower, strip_punctuation=strip_punctuation).normalize_str(text)
 
 
 def _fix_length(backend: tokenizers.Tokenizer, max_len: int, pad_id: int, side: str) -> None:
@@ -125,7 +175,7 @@ def build_word_tokenizer(
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side={padding_side!r} must be 'left' or 'right'")
     backend = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
-    backend.normalizer = normalizers.Lowercase()
+    backend.normalizer = text_normalizer(lower=True, strip_punctuation=False)
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     backend.train_from_iterator(texts, trainer=trainer)
@@ -194,6 +244,7 @@ def load_tokenizer(
     *,
     max_len: int | None = None,
     padding_side: Literal["left", "right"] | None = None,
+    pad_token: str | None = None,
 ) -> TextTokenizer:
     """Load a Hugging Face ``tokenizer.json`` (ours or any model's).
 
@@ -203,6 +254,8 @@ def load_tokenizer(
     - `max_len`: L; required unless the file fixes a padding length.
     - `padding_side`: overrides the file's padding direction (default: the
       file's, else ``"right"``).
+    - `pad_token`: the token to pad with (e.g. ``tokenizer_config.json``'s);
+      default: the file's padding token, else a conventional pad token.
 
     **Returns:** a `TextTokenizer`.
     """
@@ -221,41 +274,15 @@ def load_tokenizer(
     length = max_len if max_len is not None else (padding or {}).get("length")
     if length is None:
         raise ValueError(f"{path} fixes no padding length; pass max_len=")
+    if int(length) < 1:
+        raise ValueError(f"max_len={length} must be >= 1")
     side = padding_side or (padding or {}).get("direction", "right")
-    pad_id = _pad_id(backend, path)
+    pad_id = _pad_id(backend, path) if pad_token is None else backend.token_to_id(pad_token)
+    if pad_id is None:
+        raise ValueError(
+            f"{path} has no token {pad_token!r} to pad with; set pad_token in "
+            "tokenizer_config.json to a token of the vocabulary"
+        )
     _fix_length(backend, int(length), pad_id, side)
     eos_id = backend.token_to_id(EOS)
     return TextTokenizer(backend, int(length), pad_id, eos_id, side)
-
-
-def load_sentencepiece(
-    path: str | os.PathLike, *, max_len: int, padding_side: Literal["left", "right"] = "right"
-) -> TextTokenizer:
-    """Load a SentencePiece ``.model`` file (needs the `sentencepiece` package).
-
-    Rows are the pieces, truncated to L - 1, then ``</s>`` when the model has
-    one, then padding, as transformers' ``SiglipTokenizer`` with
-    ``padding="max_length"`` produces them (no lower-casing or punctuation
-    stripping is applied here).
-
-    **Arguments:**
-
-    - `path`: the ``.model`` file; `max_len`: L; `padding_side`: as above.
-
-    **Returns:** a `TextTokenizer`.
-    """
-    try:
-        import sentencepiece
-    except ImportError as err:
-        raise ImportError(
-            "load_sentencepiece needs the sentencepiece package: pip install sentencepiece"
-        ) from err
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SentencePiece model {path} not found")
-    processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
-    pad_id = processor.pad_id() if processor.pad_id() >= 0 else processor.eos_id()
-    if pad_id < 0:
-        raise ValueError(f"{path} has neither a pad nor an eos piece to pad with")
-    eos_id = processor.eos_id() if processor.eos_id() >= 0 else None
-    return TextTokenizer(processor, max_len, pad_id, eos_id, padding_side)

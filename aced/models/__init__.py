@@ -1,6 +1,6 @@
 """Models: ViT image tower, text tower, SigLIP two-tower; they embed, never compute losses."""
 
-from aced.models.hf_siglip import from_hf_siglip, load_hf_tokenizer
+from aced.models.hf_siglip import from_hf_siglip
 from aced.models.serialization import load_two_tower, save_two_tower
 from aced.models.text import TextConfig, TextEncoder
 from aced.models.two_tower import TwoTower, TwoTowerConfig
@@ -16,7 +16,6 @@ __all__ = [
     "ViTConfig",
     "decode_variant",
     "from_hf_siglip",
-    "load_hf_tokenizer",
     "load_two_tower",
     "save_two_tower",
 ]

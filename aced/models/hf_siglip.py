@@ -1,4 +1,5 @@
-"""Import Hugging Face transformers ``SiglipModel`` checkpoints (and their tokenizers).
+"""Import Hugging Face transformers ``SiglipModel`` checkpoints (their tokenizers:
+`aced.data.load_hf_tokenizer`).
 
 A checkpoint directory (e.g. ``google/siglip-so400m-patch14-384`` downloaded
 with ``huggingface-cli download``) holds ``config.json``, the weights in
@@ -21,9 +22,7 @@ Architecture correspondence (transformers ``modeling_siglip.py`` -> aced):
 import json
 import os
 import pathlib
-import re
-import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
@@ -63,14 +62,6 @@ VISION_DEFAULTS = {
 }
 # The tanh approximation of GELU under its transformers names; aced's MLP uses it.
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new")
-# Tokenizer files a converted checkpoint carries along (config.json is the model's).
-TOKENIZER_FILES = (
-    "spiece.model",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
 
 
 def _square(value: Any, name: str) -> int:
@@ -285,213 +276,3 @@ def from_hf_siglip(directory: str | os.PathLike) -> TwoTower:
         raise ValueError(f"weights not understood by the import (architecture mismatch?): {unused[:5]}")
     skeleton = eqx.filter_eval_shape(TwoTower, config, key=jax.random.key(0))
     return arrays_to_tree(skeleton, arrays)
-
-
-# ---------------------------------------------------------------------------
-# Tokenizers
-
-
-SPIECE_UNDERLINE = "\u2581"
-
-
-def _token_content(token: Any) -> str | None:
-    """A special token as written in tokenizer_config.json: a string or an AddedToken dict."""
-    if isinstance(token, dict):
-        return token.get("content")
-    return token
-
-
-class SiglipSentencePieceTokenizer:
-    """transformers' ``SiglipTokenizer`` re-implemented on ``sentencepiece`` alone.
-
-    Captions are canonicalised as big_vision does (lower-cased, ASCII
-    punctuation removed, whitespace collapsed), encoded, truncated to
-    ``max_len - 1`` tokens, closed with EOS and right-padded to `max_len`:
-    the result of ``tokenizer(texts, padding="max_length", truncation=True,
-    max_length=max_len)``.
-    """
-
-    def __init__(
-        self,
-        model_file: str | os.PathLike,
-        *,
-        max_len: int,
-        eos_token: str = "</s>",
-        unk_token: str = "<unk>",
-        pad_token: str = "</s>",
-        extra_special_tokens: Sequence[str] = (),
-        do_lower_case: bool = True,
-        legacy: bool = True,
-    ):
-        import sentencepiece as spm
-
-        if max_len < 1:
-            raise ValueError(f"max_len={max_len} must be >= 1")
-        processor = spm.SentencePieceProcessor()
-        processor.Load(str(model_file))
-        if not legacy:
-            # transformers' non-legacy mode turns off the model's dummy-prefix space.
-            from sentencepiece import sentencepiece_model_pb2
-
-            proto = sentencepiece_model_pb2.ModelProto.FromString(processor.serialized_model_proto())
-            if proto.normalizer_spec.add_dummy_prefix:
-                proto.normalizer_spec.add_dummy_prefix = False
-                processor.LoadFromSerializedProto(proto.SerializeToString())
-        self.processor = processor
-        self.max_len = max_len
-        self.unk_token = unk_token
-        self.do_lower_case = do_lower_case
-        self.specials = {t for t in (eos_token, unk_token, pad_token, *extra_special_tokens) if t}
-        for token in (eos_token, pad_token):
-            if processor.piece_to_id(token) == processor.unk_id() and token != unk_token:
-                raise ValueError(f"special token {token!r} is not in {model_file}'s vocabulary")
-        self.eos_id = processor.piece_to_id(eos_token)
-        self.pad_id = processor.piece_to_id(pad_token)
-        self.vocab_size = processor.get_piece_size()
-        # Longest first, as transformers' trie prefers the longest special token.
-        alternatives = sorted(self.specials, key=len, reverse=True)
-        self._special_pattern = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")")
-        self._unk_length = len(processor.encode(unk_token))
-
-    def _canonicalize(self, text: str) -> str:
-        # big_vision prompt_engineering / transformers SiglipTokenizer.canonicalize_text.
-        if self.do_lower_case:
-            text = text.lower()
-        text = text.translate(str.maketrans("", "", string.punctuation))
-        return re.sub(r"\s+", " ", text).strip()
-
-    def _pieces(self, chunk: str) -> list[str]:
-        # Encode behind the unknown token and drop it, so sentencepiece keeps the
-        # leading "\u2581" (transformers SiglipTokenizer._tokenize).
-        pieces = self.processor.encode(self.unk_token + self._canonicalize(chunk), out_type=str)
-        return pieces[self._unk_length :] if len(pieces) >= self._unk_length else pieces
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of one caption, without EOS, truncation or padding."""
-        text = SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " ")
-        pieces: list[str] = []
-        for chunk in self._special_pattern.split(text):
-            if chunk in self.specials:
-                pieces.append(chunk)
-            elif chunk:
-                pieces.extend(self._pieces(chunk))
-        if len(pieces) > 1 and pieces[0] == SPIECE_UNDERLINE and pieces[1] in self.specials:
-            pieces = pieces[1:]
-        return [self.processor.piece_to_id(piece) for piece in pieces]
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """Tokenise captions into an (n, max_len) int32 array."""
-        if isinstance(texts, str):
-            raise TypeError("pass a list of captions, not one string")
-        out = np.full((len(texts), self.max_len), self.pad_id, np.int32)
-        for row, text in enumerate(texts):
-            ids = self.encode(text)[: self.max_len - 1]
-            if not ids or ids[-1] != self.eos_id:
-                ids.append(self.eos_id)
-            out[row, : len(ids)] = ids
-        return out
-
-
-class TokenizersJsonTokenizer:
-    """A ``tokenizer.json`` pipeline (``tokenizers``), truncated and padded to `max_len`.
-
-    Equals transformers' fast tokenizer on the same file with
-    ``padding="max_length", truncation=True, max_length=max_len``.
-    """
-
-    def __init__(self, tokenizer_file: str | os.PathLike, *, max_len: int, pad_token: str | None):
-        from tokenizers import Tokenizer
-
-        if max_len < 1:
-            raise ValueError(f"max_len={max_len} must be >= 1")
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        if pad_token is None and tokenizer.padding is not None:
-            pad_token = tokenizer.padding["pad_token"]
-        if pad_token is None or tokenizer.token_to_id(pad_token) is None:
-            raise ValueError(
-                f"{tokenizer_file} defines no usable pad token ({pad_token!r}); set pad_token in "
-                "tokenizer_config.json"
-            )
-        self.pad_id = tokenizer.token_to_id(pad_token)
-        tokenizer.enable_truncation(max_len)
-        tokenizer.enable_padding(length=max_len, pad_id=self.pad_id, pad_token=pad_token)
-        self.tokenizer = tokenizer
-        self.max_len = max_len
-        self.vocab_size = tokenizer.get_vocab_size()
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """Tokenise captions into an (n, max_len) int32 array."""
-        if isinstance(texts, str):
-            raise TypeError("pass a list of captions, not one string")
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return np.asarray([e.ids for e in encodings], np.int32).reshape(len(texts), self.max_len)
-
-
-def load_hf_tokenizer(
-    directory: str | os.PathLike, max_len: int | None = None
-) -> SiglipSentencePieceTokenizer | TokenizersJsonTokenizer:
-    """Load a checkpoint's tokenizer as transformers would, padded to a fixed length.
-
-    Works on a transformers checkpoint and on the output of
-    `aced.convert.convert_hf_siglip`, which carries the tokenizer files along.
-
-    A ``SiglipTokenizer`` checkpoint (``spiece.model``; all released SigLIP
-    models) is re-implemented on ``sentencepiece``; otherwise a
-    ``tokenizer.json`` is run through ``tokenizers``.
-
-    **Arguments:**
-
-    - `directory`: the checkpoint directory.
-    - `max_len`: caption length; default ``model_max_length`` of
-      ``tokenizer_config.json``, else the text tower's length from
-      ``config.json`` (a transformers or an aced checkpoint).
-
-    **Returns:** a callable mapping a list of n captions to an (n, max_len)
-    int32 array.
-    """
-    path = pathlib.Path(directory)
-    tok_config: dict[str, Any] = {}
-    if (path / "tokenizer_config.json").is_file():
-        with open(path / "tokenizer_config.json") as f:
-            tok_config = json.load(f)
-    if max_len is None:
-        max_len = tok_config.get("model_max_length")
-        if max_len is None or max_len > 1_000_000:  # transformers' "no limit" sentinel
-            max_len = None
-            if (path / "config.json").is_file():
-                with open(path / "config.json") as f:
-                    model_config = json.load(f)
-                if "text_config" in model_config or model_config.get("model_type") == "siglip":
-                    text_config = model_config.get("text_config") or {}
-                    max_len = text_config.get(
-                        "max_position_embeddings", TEXT_DEFAULTS["max_position_embeddings"]
-                    )
-                else:  # an aced checkpoint (TwoTowerConfig.to_dict)
-                    max_len = (model_config.get("text") or {}).get("max_len")
-        if max_len is None:
-            raise ValueError(f"cannot tell the caption length of {path}; pass max_len=")
-    tokenizer_class = tok_config.get("tokenizer_class")
-    spiece = path / "spiece.model"
-    tokenizer_json = path / "tokenizer.json"
-    is_siglip = tokenizer_class in (None, "SiglipTokenizer")
-    if spiece.is_file() and (is_siglip or not tokenizer_json.is_file()):
-        extra = []
-        for key in ("additional_special_tokens", "extra_special_tokens", "added_tokens_decoder"):
-            tokens = tok_config.get(key) or []
-            tokens = tokens.values() if isinstance(tokens, dict) else tokens
-            extra += [_token_content(t) for t in tokens]
-        return SiglipSentencePieceTokenizer(
-            spiece,
-            max_len=int(max_len),
-            eos_token=_token_content(tok_config.get("eos_token", "</s>")),
-            unk_token=_token_content(tok_config.get("unk_token", "<unk>")),
-            pad_token=_token_content(tok_config.get("pad_token", "</s>")),
-            extra_special_tokens=[t for t in extra if t],
-            do_lower_case=tok_config.get("do_lower_case", True),
-            legacy=tok_config.get("legacy", True),
-        )
-    if tokenizer_json.is_file():
-        return TokenizersJsonTokenizer(
-            tokenizer_json, max_len=int(max_len), pad_token=_token_content(tok_config.get("pad_token"))
-        )
-    raise FileNotFoundError(f"no spiece.model or tokenizer.json in {path}")

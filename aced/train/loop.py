@@ -49,12 +49,13 @@ from aced.data import (
     TextTokenizer,
     builtin_tokenizer,
     curated_split,
+    load_hf_tokenizer,
     load_tokenizer,
     save_tokenizer,
     to_model_images,
     web_split,
 )
-from aced.models import TwoTower, TwoTowerConfig, load_hf_tokenizer
+from aced.models import TwoTower, TwoTowerConfig
 from aced.train.checkpoint import (
     checkpoint_steps,
     is_model_dir,
