@@ -1,4 +1,4 @@
-"""The ``aced`` command: ``train``, ``eval``, ``convert``, and pointers for ``bench`` / ``reproduce``.
+"""The ``aced`` command: ``train``, ``eval``, ``convert``.
 
 ::
 
@@ -6,6 +6,9 @@
     aced train --help                   # every config field, its default and meaning
     aced eval runs/aced                 # evaluation table, and eval JSON beside the run
     aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
+
+Benchmarks and the paper's experiments are scripts: ``python benchmarks/<name>.py``,
+``python experiments/<name>.py``.
 
 Exit status: 0 on success, 1 on a failed run (divergence, unreadable
 checkpoint, missing files), 2 on bad input (unknown key, wrong value), 130
@@ -56,55 +59,62 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train (or resume) a run",
-        description="Train a learner with IID, KD, ACID or ACED; resumes from the latest checkpoint "
-        "in train.out_dir. Ctrl-C saves a checkpoint and stops.",
-        epilog=_fields_help(fields_help) if fields_help else None,  # only for --help: it imports the config tree
+        description="Train a learner with IID, KD, ACID or ACED; resumes from the latest "
+        "checkpoint in train.out_dir. Ctrl-C saves a checkpoint and stops.",
+        # Only for --help: it imports the config tree.
+        epilog=_fields_help(fields_help) if fields_help else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--preset", default="aced", help="starting configuration (default: aced)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change")
 
     evaluate = commands.add_parser("eval", help="evaluate a run, checkpoint or model directory")
-    evaluate.add_argument("path", help="run directory, <run>/checkpoints/<step>, or model directory")
-    evaluate.add_argument("--out", help="JSON file to write (default: <path>/eval.json, or eval-<step>.json)")
+    evaluate.add_argument(
+        "path", help="run directory, <run>/checkpoints/<step>, or model directory"
+    )
+    evaluate.add_argument(
+        "--out", help="JSON file to write (default: <path>/eval.json, or eval-<step>.json)"
+    )
     evaluate.add_argument("--per-task", type=int, default=None, help="images per zero-shot task")
     evaluate.add_argument("--retrieval-size", type=int, default=None, help="retrieval pairs")
     evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
 
-    convert = commands.add_parser("convert", help="convert an external checkpoint to aced model files")
+    convert = commands.add_parser(
+        "convert", help="convert an external checkpoint to aced model files"
+    )
     convert.add_argument("format", choices=["hf-siglip"], help="source format")
     convert.add_argument("src", help="source directory (a transformers SiglipModel checkpoint)")
     convert.add_argument("out", help="aced model directory to write")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-
-    for name, about in (("bench", "benchmarks"), ("reproduce", "experiments of the paper")):
-        stub = commands.add_parser(name, help=f"{about} (run the scripts directly for now)", add_help=False)
-        stub.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def _train(args: argparse.Namespace) -> int:
-    from aced.train.loop import build_eval_suite, train
+    from aced.train.evaluation import EVAL_FILE, build_eval_suite
+    from aced.train.loop import train
     from aced.train.run_config import override, preset
 
     run = override(preset(args.preset), args.overrides)
     result = train(run)
     if result["interrupted"]:
-        print(f"interrupted at step {result['step']}; rerun the same command to resume", file=sys.stderr)
+        print(f"interrupted at step {result['step']}; rerun the same command to resume",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     scores = {k.removeprefix("eval/"): v for k, v in result.items() if k.startswith("eval/")}
-    print(f"run {run.train.out_dir}: {result['step']} steps, {result['flops_cumulative']:.3e} training FLOPs")
+    print(f"run {run.train.out_dir}: {result['step']} steps, "
+          f"{result['flops_cumulative']:.3e} training FLOPs")
     if scores:
         from aced.eval import format_table
 
         print(format_table(scores, build_eval_suite(run)))
-        print(f"wrote {pathlib.Path(run.train.out_dir) / 'eval.json'}")
+        print(f"wrote {pathlib.Path(run.train.out_dir) / EVAL_FILE}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from aced.eval import build_suite, format_table, write_json
-    from aced.train.loop import EVAL_SUITE_SEED, load_learner, run_evaluation
+    from aced.train.evaluation import EVAL_FILE, EVAL_SUITE_SEED, run_evaluation
+    from aced.train.learners import load_learner
     from aced.train.run_config import BUILTIN_IMAGE_SIZE
 
     path = pathlib.Path(args.path)
@@ -118,10 +128,13 @@ def _eval(args: argparse.Namespace) -> int:
             f"{BUILTIN_IMAGE_SIZE}px "
             "built-in scenes, so only models trained on them can be evaluated here"
         )
-    suite = build_suite(seed=EVAL_SUITE_SEED, per_task=per_task, retrieval_size=retrieval, channels=image.channels)
+    suite = build_suite(
+        seed=EVAL_SUITE_SEED, per_task=per_task, retrieval_size=retrieval, channels=image.channels
+    )
     scores = run_evaluation(model, tokenizer, suite, args.batch_size)
     print(format_table(scores, suite))
-    default = path / "eval.json" if path.is_dir() and not path.name.isdigit() else path.parent.parent / f"eval-{path.name}.json"
+    step_dir = not path.is_dir() or path.name.isdigit()
+    default = path.parent.parent / f"eval-{path.name}.json" if step_dir else path / EVAL_FILE
     out = write_json(scores, args.out or default, suite=suite, metadata={"source": str(path)})
     print(f"wrote {out}")
     return 0
@@ -137,16 +150,6 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stub(command: str) -> int:
-    what = {
-        "bench": "python benchmarks/<name>.py (see benchmarks/README.md; e.g. python benchmarks/losses.py --quick)",
-        "reproduce": "the scripts under experiments/ (see experiments/README.md when present), or "
-        "aced train --preset iid|kd|acid|aced for the four methods",
-    }[command]
-    print(f"aced {command} is not wired to a runner yet; run {what}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aced`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -154,11 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["train"] and {"-h", "--help"} & set(argv):
         fields_help = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else "aced"
     args = _parser(fields_help=fields_help).parse_args(argv)
-    if args.command in ("bench", "reproduce"):
-        return _stub(args.command)
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info lines would drown the progress bar
+    # orbax's info lines would drown the progress bar.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     from aced.train.checkpoint import CheckpointError
-    from aced.train.loop import TrainingDiverged
+    from aced.train.logs import TrainingDiverged
 
     handlers = {"train": _train, "eval": _eval, "convert": _convert}
     try:
@@ -169,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"aced {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (TrainingDiverged, CheckpointError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (
+        TrainingDiverged, CheckpointError, FileNotFoundError, FileExistsError, RuntimeError
+    ) as error:
         print(f"aced {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
 

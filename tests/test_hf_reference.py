@@ -14,6 +14,8 @@ import pytest
 
 from aced.convert import convert_hf_siglip
 from aced.train import loop
+from aced.train.inputs import build_source
+from aced.train.reference import check_reference, reference_tokenizer
 from aced.train.run_config import override, preset
 from test_hf_siglip import MAX_LEN, hf_config_dict, train_sentencepiece
 from test_loop import ACED, micro_overrides, records
@@ -56,7 +58,7 @@ def test_cached_reference_with_its_own_inputs(converted, tmp_path, monkeypatch):
         caches.append(cache_embeddings(*args, **kwargs))
         return caches[-1]
 
-    cache_embeddings = loop.cache_reference_embeddings
+    cache_embeddings = loop.cache_reference_embeddings  # where `train` looks it up
     monkeypatch.setattr(loop, "cache_reference_embeddings", recording)
     run = hf_run(tmp_path / "run", reference, "cached")
     assert (run.model.image_size, run.model.channels, run.model.max_len) == (56, 1, 12)
@@ -67,7 +69,7 @@ def test_cached_reference_with_its_own_inputs(converted, tmp_path, monkeypatch):
     assert losses and all(math.isfinite(v) for v in losses)
 
     (zimg, ztxt), = caches
-    source = loop.build_source(run.data)
+    source = build_source(run.data)
     assert zimg.shape == ztxt.shape == (len(source), 24)
     # The truth: transformers' model on SiglipImageProcessor-scaled RGB images of the
     # reference's size and its own tokenizer's ids.
@@ -94,18 +96,17 @@ def test_online_reference_with_other_inputs_is_refused(converted, tmp_path):
 def test_reference_tokenizer_and_width_checks(converted, tmp_path):
     import shutil
 
-    from aced.data import builtin_tokenizer
-    from aced.data import load_hf_tokenizer
+    from aced.data import builtin_tokenizer, load_hf_tokenizer
     from aced.train.checkpoint import load_model
 
     reference, _, _ = converted
     model = load_model(reference)
     learner = override(preset("acid"), micro_overrides(tmp_path, 2, *ACED)).model.two_tower(vocab_size=62, max_len=12)
-    loop.check_reference(model.config, learner, width=None, origin="r", cached=True)  # other inputs: fine
+    check_reference(model.config, learner, width=None, origin="r", cached=True)  # other inputs: fine
     with pytest.raises(ValueError, match=r"width 24, not reference.embed_dim=16"):
-        loop.check_reference(model.config, learner, width=16, origin="r", cached=True)
+        check_reference(model.config, learner, width=16, origin="r", cached=True)
     captions = ["an image of a sandal", "a shirt in the top right"]
-    own = loop.reference_tokenizer(model, str(reference), builtin_tokenizer(max_len=12))
+    own = reference_tokenizer(model, str(reference), builtin_tokenizer(max_len=12))
     np.testing.assert_array_equal(own(captions), load_hf_tokenizer(reference, max_len=MAX_LEN)(captions))
     # Weights without tokenizer files: the learner's tokenizer, if it fits.
     bare = tmp_path / "bare"
@@ -113,6 +114,6 @@ def test_reference_tokenizer_and_width_checks(converted, tmp_path):
     for name in ("config.json", "model.safetensors"):
         shutil.copy(reference / name, bare / name)
     short = builtin_tokenizer(max_len=MAX_LEN)
-    assert loop.reference_tokenizer(model, str(bare), short) is short
+    assert reference_tokenizer(model, str(bare), short) is short
     with pytest.raises(ValueError, match=r"captions of 12\) does not fit its text tower \(80 tokens, at most 8\)"):
-        loop.reference_tokenizer(model, str(bare), builtin_tokenizer(max_len=12))
+        reference_tokenizer(model, str(bare), builtin_tokenizer(max_len=12))

@@ -26,14 +26,10 @@ from aced.train.checkpoint import (
     read_meta,
     restore_checkpoint,
 )
-from aced.train.loop import (
-    TrainingDiverged,
-    cache_reference_embeddings,
-    check_reference,
-    load_learner,
-    template_state,
-    train,
-)
+from aced.train.learners import load_learner, template_state
+from aced.train.logs import TrainingDiverged
+from aced.train.loop import train
+from aced.train.reference import cache_reference_embeddings, check_reference
 from aced.train.run_config import RunConfig, override, preset
 from aced.train.sharding import default_mesh
 

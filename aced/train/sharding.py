@@ -1,5 +1,6 @@
 """Mesh and placement: the 1-D data-parallel mesh, replicated and sharded
-arrays, and both towers' embeddings with each device embedding its shard."""
+arrays, both towers' embeddings with each device embedding its shard, and
+one-device copies."""
 
 import equinox as eqx
 import jax
@@ -66,3 +67,9 @@ def embed_sharded(
     return jax.shard_map(
         local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(AXIS), P(AXIS))
     )(params, images, tokens)
+
+
+def on_one_device(tree):
+    """Every array of `tree` on the first device (to evaluate or export a replicated model)."""
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.device_put(arrays, jax.devices()[0]), static)

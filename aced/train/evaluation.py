@@ -1,0 +1,35 @@
+"""A run's evaluation: the one built-in suite every run is scored on, and
+`aced.eval.evaluate` of a (replicated) learner on one device."""
+
+from aced.data import TextTokenizer
+from aced.eval import EvalSuite, build_suite, evaluate
+from aced.models import TwoTower
+from aced.train.logs import say
+from aced.train.run_config import BUILTIN_IMAGE_SIZE, RunConfig
+from aced.train.sharding import on_one_device
+
+EVAL_FILE = "eval.json"
+EVAL_SUITE_SEED = 0  # one fixed suite, so that every run is scored on the same images
+
+
+def run_evaluation(
+    learner: TwoTower, tokenizer: TextTokenizer, suite: EvalSuite, batch_size: int
+) -> dict[str, float]:
+    """`aced.eval.evaluate` on one device (the suite is small; replicas would repeat the work)."""
+    return evaluate(on_one_device(learner), tokenizer, suite, batch_size=batch_size)
+
+
+def build_eval_suite(run: RunConfig) -> EvalSuite | None:
+    """The built-in evaluation suite at the run's sizes, or None when the images cannot match."""
+    if run.model.image_size != BUILTIN_IMAGE_SIZE:
+        say(
+            f"evaluation skipped: the suite's scenes are {BUILTIN_IMAGE_SIZE}px, "
+            f"model.image_size={run.model.image_size}"
+        )
+        return None
+    return build_suite(
+        seed=EVAL_SUITE_SEED,
+        per_task=run.train.eval_per_task,
+        retrieval_size=run.train.eval_retrieval_size,
+        channels=run.model.channels,
+    )
