@@ -38,7 +38,7 @@ def _kind(hint: object) -> str:
 
 
 def _fields_help(preset_name: str) -> str:
-    from aced.train.run_config import PRESETS, config_fields, preset
+    from aced.train.config import PRESETS, config_fields, preset
 
     preset_name = preset_name if preset_name in PRESETS else "aced"
     lines = [f"presets (--preset NAME; the values below are those of --preset {preset_name}):"]
@@ -90,11 +90,11 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from aced.train.config import apply_overrides, preset
     from aced.train.evaluation import EVAL_FILE, build_eval_suite
     from aced.train.loop import train
-    from aced.train.run_config import override, preset
 
-    run = override(preset(args.preset), args.overrides)
+    run = apply_overrides(preset(args.preset), args.overrides)
     result = train(run)
     if result["interrupted"]:
         print(f"interrupted at step {result['step']}; rerun the same command to resume",
@@ -113,9 +113,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from aced.eval import build_suite, format_table, write_json
+    from aced.train.config import BUILTIN_IMAGE_SIZE
     from aced.train.evaluation import EVAL_FILE, EVAL_SUITE_SEED, run_evaluation
     from aced.train.learners import load_learner
-    from aced.train.run_config import BUILTIN_IMAGE_SIZE
 
     path = pathlib.Path(args.path)
     model, tokenizer, run = load_learner(path)

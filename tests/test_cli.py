@@ -9,7 +9,7 @@ import pytest
 from test_loop import micro_overrides  # the same micro run, so that its compiled step is shared
 
 from aced.cli import main
-from aced.train.run_config import config_fields, preset
+from aced.train.config import config_fields, preset
 
 
 def test_train_help_documents_every_field(capsys):

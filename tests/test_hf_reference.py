@@ -16,7 +16,7 @@ from aced.convert import convert_hf_siglip
 from aced.train import loop
 from aced.train.inputs import build_source
 from aced.train.reference import check_reference, reference_tokenizer
-from aced.train.run_config import override, preset
+from aced.train.config import apply_overrides, preset
 from test_hf_siglip import MAX_LEN, hf_config_dict, train_sentencepiece
 from test_loop import ACED, micro_overrides, records
 
@@ -43,7 +43,7 @@ def converted(tmp_path_factory):
 
 
 def hf_run(out_dir, reference, embeddings):
-    return override(preset("acid"), micro_overrides(
+    return apply_overrides(preset("acid"), micro_overrides(
         out_dir, 2, *ACED, f"reference.path={reference}", f"step.reference_embeddings={embeddings}",
     ))
 
@@ -101,7 +101,7 @@ def test_reference_tokenizer_and_width_checks(converted, tmp_path):
 
     reference, _, _ = converted
     model = load_model(reference)
-    learner = override(preset("acid"), micro_overrides(tmp_path, 2, *ACED)).model.two_tower(vocab_size=62, max_len=12)
+    learner = apply_overrides(preset("acid"), micro_overrides(tmp_path, 2, *ACED)).model.two_tower(vocab_size=62, max_len=12)
     check_reference(model.config, learner, width=None, origin="r", cached=True)  # other inputs: fine
     with pytest.raises(ValueError, match=r"width 24, not reference.embed_dim=16"):
         check_reference(model.config, learner, width=16, origin="r", cached=True)

@@ -30,7 +30,7 @@ from aced.train.learners import load_learner, template_state
 from aced.train.logs import TrainingDiverged
 from aced.train.loop import train
 from aced.train.reference import cache_reference_embeddings, check_reference
-from aced.train.run_config import RunConfig, override, preset
+from aced.train.config import RunConfig, apply_overrides, preset
 from aced.train.sharding import default_mesh
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -55,7 +55,7 @@ def micro_overrides(out_dir: pathlib.Path, steps: int, *extra: str) -> list[str]
 
 
 def micro_run(out_dir: pathlib.Path, steps: int, *extra: str, preset_name: str = "iid") -> RunConfig:
-    return override(preset(preset_name), micro_overrides(out_dir, steps, *extra))
+    return apply_overrides(preset(preset_name), micro_overrides(out_dir, steps, *extra))
 
 
 def learner_leaves(run_dir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
@@ -255,12 +255,12 @@ def test_cached_embeddings_are_the_reference_embeddings(iid_run):
 )
 def test_bad_overrides_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
-        override(preset("aced"), overrides)
+        apply_overrides(preset("aced"), overrides)
 
 
 def test_iid_with_cached_reference_embeddings_is_refused():
     with pytest.raises(ValueError, match="uses no reference; set step.reference_embeddings=online"):
-        override(preset("iid"), ["step.reference_embeddings=cached"])
+        apply_overrides(preset("iid"), ["step.reference_embeddings=cached"])
 
 
 def test_sub_batch_not_divisible_by_devices_fails_before_training(tmp_path):

@@ -4,8 +4,8 @@
 from aced.data import TextTokenizer
 from aced.eval import EvalSuite, build_suite, evaluate
 from aced.models import TwoTower
+from aced.train.config import BUILTIN_IMAGE_SIZE, RunConfig
 from aced.train.logs import say
-from aced.train.run_config import BUILTIN_IMAGE_SIZE, RunConfig
 from aced.train.sharding import on_one_device
 
 EVAL_FILE = "eval.json"

@@ -19,7 +19,7 @@ from aced.data import (
     load_tokenizer,
     web_split,
 )
-from aced.train.run_config import DataConfig, RunConfig
+from aced.train.config import DataConfig, RunConfig
 from aced.train.sharding import AXIS
 from aced.train.state import SuperBatch
 

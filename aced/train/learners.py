@@ -21,8 +21,8 @@ from aced.train.checkpoint import (
     read_meta,
     restore_checkpoint,
 )
+from aced.train.config import RunConfig, from_dict
 from aced.train.inputs import build_tokenizer
-from aced.train.run_config import RunConfig, from_dict
 from aced.train.state import TrainState, init_train_state
 
 MODEL_DIR = "model"

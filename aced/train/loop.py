@@ -40,7 +40,7 @@ from aced.train.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from aced.train.config import StepConfig
+from aced.train.config import RunConfig, StepConfig, to_dict
 from aced.train.evaluation import EVAL_FILE, build_eval_suite, run_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
@@ -50,7 +50,6 @@ from aced.train.reference import (
     prepare_reference,
     reference_tokenizer,
 )
-from aced.train.run_config import RunConfig, to_dict
 from aced.train.sharding import AXIS, default_mesh, on_one_device, replicate
 from aced.train.state import init_train_state
 from aced.train.step import check_step_shapes, make_train_step
@@ -91,7 +90,7 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     **Arguments:**
 
-    - `run`: the full configuration (see `aced.train.run_config`).
+    - `run`: the full configuration (see `aced.train.config`).
 
     **Returns:** the final metrics: the last step's training metrics,
     ``flops_cumulative``, ``eval/<metric>`` of the final evaluation, ``step``

@@ -18,10 +18,10 @@ from jaxtyping import Float32, jaxtyped
 from aced.data import ExampleSource, load_hf_tokenizer, load_tokenizer, to_model_images
 from aced.models import TwoTower, TwoTowerConfig
 from aced.train.checkpoint import is_model_dir, load_model
+from aced.train.config import RunConfig, reference_run
 from aced.train.inputs import Tokenize
 from aced.train.learners import MODEL_DIR, TOKENIZER_FILE, load_learner
 from aced.train.logs import say
-from aced.train.run_config import RunConfig, reference_run
 from aced.train.sharding import AXIS, embed_sharded, replicate
 
 # Files that mark a transformers tokenizer (a converted Hugging Face checkpoint).
