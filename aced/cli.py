@@ -6,6 +6,7 @@
     aced train --help                   # every config field, its default and meaning
     aced eval runs/aced                 # evaluation table, and eval JSON beside the run
     aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
+    aced train --plugin my_kd.py --preset kd step.distill.loss=similarity_l1   # your own entry
 
 Benchmarks and the paper's experiments are scripts: ``python benchmarks/<name>.py``,
 ``python experiments/<name>.py``.
@@ -16,6 +17,8 @@ when SIGINT / SIGTERM stopped training after saving a checkpoint.
 """
 
 import argparse
+import importlib
+import importlib.util
 import json
 import logging
 import pathlib
@@ -26,6 +29,45 @@ import typing
 from collections.abc import Sequence
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+PLUGIN_FLAG = ("--plugin",)
+PLUGIN_OPTIONS = dict(
+    action="append", default=[], metavar="FILE_OR_MODULE",
+    help="a Python file or module to import first, e.g. one that registers a pair score, a "
+    "selection rule or a KD loss (docs/extending.md); repeat for several",
+)
+
+
+def load_plugins(specs: Sequence[str]) -> None:
+    """Import each plugin (a ``.py`` file or a module name) so that its registrations apply."""
+    for spec in specs:
+        path = pathlib.Path(spec)
+        if spec.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise ValueError(f"--plugin {spec}: no such file")
+            loaded = importlib.util.spec_from_file_location(f"aced_plugin_{path.stem}", path)
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules[loaded.name] = module
+            loaded.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(spec)
+            except ModuleNotFoundError as error:
+                raise ValueError(f"--plugin {spec}: {error}; pass a .py file or an importable "
+                                 "module name") from error
+
+
+def _plugins_in(argv: Sequence[str]) -> list[str]:
+    """The values of every ``--plugin X`` / ``--plugin=X`` in `argv` (read before parsing,
+    so that ``--help`` and validation list what the plugins register)."""
+    found = []
+    for i, item in enumerate(argv):
+        if item == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif item.startswith("--plugin="):
+            found.append(item.split("=", 1)[1])
+    return found
 
 
 def _kind(hint: object) -> str:
@@ -66,6 +108,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--preset", default="aced", help="starting configuration (default: aced)")
+    train.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change")
 
     evaluate = commands.add_parser("eval", help="evaluate a run, checkpoint or model directory")
@@ -78,6 +121,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--per-task", type=int, default=None, help="images per zero-shot task")
     evaluate.add_argument("--retrieval-size", type=int, default=None, help="retrieval pairs")
     evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
+    evaluate.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
 
     convert = commands.add_parser(
         "convert", help="convert an external checkpoint to aced model files"
@@ -153,6 +197,11 @@ def _convert(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aced`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins(_plugins_in(argv))
+    except ValueError as error:
+        print(f"aced: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     fields_help = None
     if argv[:1] == ["train"] and {"-h", "--help"} & set(argv):
         fields_help = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else "aced"

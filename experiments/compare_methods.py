@@ -15,7 +15,7 @@ import json
 import pathlib
 
 from aced.train.loop import train
-from aced.train.run_config import override, preset
+from aced.train.config import apply_overrides, preset
 
 METHODS = ("iid", "kd", "acid", "aced")
 
@@ -30,9 +30,9 @@ def main() -> None:
     reference = None  # the first method that needs a reference trains it; the rest load it
     rows = []
     for method in METHODS:
-        run = override(preset(method), [f"train.out_dir={args.runs}/{method}", *args.overrides])
+        run = apply_overrides(preset(method), [f"train.out_dir={args.runs}/{method}", *args.overrides])
         if run.needs_reference and reference is not None:
-            run = override(run, [f"reference.path={reference}"])
+            run = apply_overrides(run, [f"reference.path={reference}"])
         result = train(run)
         if run.needs_reference and reference is None:
             reference = f"{run.train.out_dir}/reference/model"

@@ -124,3 +124,12 @@ def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
     last = [json.loads(line) for line in lines if "loss/kd" in line][-1]
     assert last["loss/kd"] > 0
     assert main(["train", "--preset", "kd", "step.distill.loss=nope", *overrides[:-1]]) == 2
+
+
+def test_a_missing_plugin_is_a_usage_error(tmp_path, capsys):
+    from aced.cli import main
+
+    assert main(["train", "--plugin", str(tmp_path / "nope.py"), "--preset", "kd"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["train", "--plugin", "no_such_module_here", "--preset", "kd"]) == 2
+    assert "importable module" in capsys.readouterr().err

@@ -40,7 +40,7 @@ from aced.train.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from aced.train.config import RunConfig, StepConfig, to_dict
+from aced.train.config import RunConfig, StepConfig, migrate, to_dict
 from aced.train.evaluation import EVAL_FILE, build_eval_suite, run_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
@@ -52,11 +52,12 @@ from aced.train.reference import (
 )
 from aced.train.sharding import AXIS, default_mesh, on_one_device, replicate
 from aced.train.state import init_train_state
-from aced.train.step import check_step_shapes, make_train_step
+from aced.train.step import make_train_step
 
 
 def _check_same_run(run: RunConfig, meta: dict[str, Any], run_dir: pathlib.Path) -> None:
-    saved, now = meta["run_config"], to_dict(run)
+    # A run directory written before field renames compares in today's layout.
+    saved, now = migrate(meta["run_config"]), to_dict(run)
     changed = [
         f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}"
         for section in ("step", "model", "data")
@@ -102,7 +103,7 @@ def train(run: RunConfig) -> dict[str, Any]:
     out = pathlib.Path(run.train.out_dir)
     mesh = default_mesh()
     B = run.data.super_batch_size
-    check_step_shapes(run.step, B, mesh.shape[AXIS])
+    run.step.check_shapes(B, mesh.shape[AXIS])
     tokenizer = build_tokenizer(run)
     source = build_source(run.data)
     learner_config = run.model.two_tower(vocab_size=tokenizer.vocab_size, max_len=tokenizer.max_len)

@@ -199,6 +199,3 @@ def make_train_step(config: StepConfig, mesh: Mesh | None = None) -> Callable:
 
     return step
 
-
-def check_step_shapes(config: StepConfig, super_batch: int, n_devices: int) -> int:  # TRANSITIONAL
-    return config.check_shapes(super_batch, n_devices)
