@@ -21,18 +21,9 @@ from aced.data.fashion_mnist import (
 )
 from aced.data.hf_tokenizer import load_hf_tokenizer, load_sentencepiece
 from aced.data.images import BadImageError, decode_image, resize_center_crop, to_model_images
-from aced.data.scenes import (
-    QUALITY,
-    QUALITY_NAMES,
-    SceneConfig,
-    SceneSplit,
-    WebNoise,
-    add_web_noise,
-    curated_split,
-    eval_split,
-    make_scenes,
-    web_split,
-)
+from aced.data.scene_layouts import QUALITY, QUALITY_NAMES, SceneConfig, SceneSplit
+from aced.data.scene_noise import WebNoise, add_web_noise
+from aced.data.scenes import curated_split, eval_split, make_scenes, web_split
 from aced.data.tokenize import (
     TextTokenizer,
     build_word_tokenizer,

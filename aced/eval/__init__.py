@@ -7,14 +7,8 @@ See ``docs/eval.md``.
 
 from aced.eval.evaluate import embed_images, embed_texts, evaluate, format_table, write_json
 from aced.eval.metrics import average_prompt_embeddings, retrieval_recalls, zero_shot_accuracy
-from aced.eval.tasks import (
-    RETRIEVAL_METRICS,
-    TASK_NAMES,
-    EvalSuite,
-    RetrievalSet,
-    ZeroShotTask,
-    build_suite,
-)
+from aced.eval.task_builders import TASK_NAMES
+from aced.eval.tasks import RETRIEVAL_METRICS, EvalSuite, RetrievalSet, ZeroShotTask, build_suite
 
 __all__ = [
     "EvalSuite",
