@@ -1,18 +1,36 @@
-"""Checkpoints: exact round trips, retention, atomicity, damaged files, a full disk, model files."""
+"""Checkpoints through their public behaviour: exact round trips, retention, atomicity,
+damaged files, a full disk (aced's own write step, and a real small filesystem where
+it can be mounted), SIGKILL in the middle of a save, model files.
+
+No test touches a private attribute of orbax or tensorstore: failures are made on
+disk, at `aced.train.checkpoint.write_record` (aced's own write step), or by a
+process killed while its save is paused (`aced.train.checkpoint.PAUSE_ENV`).
+"""
 
 import errno
+import json
+import os
 import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from aced import cli
 from aced.models import TwoTower, TwoTowerConfig
+from aced.train import checkpoint
 from aced.train.checkpoint import (
     CHECKPOINTS,
+    PAUSE_ENV,
+    RECORD,
+    STATE,
     CheckpointError,
     checkpoint_steps,
     load_model,
@@ -22,32 +40,44 @@ from aced.train.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from aced.train.config import method_preset
+from aced.train.config import preset
 from aced.train.state import init_train_state
 
 # After a failed restore, tensorstore may still post results to orbax's closed event loop.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 
 
 def micro_config(embed_dim: int = 16) -> TwoTowerConfig:
     return TwoTowerConfig.from_variants(
-        image_variant="mu/14", text_variant="mu", embed_dim=embed_dim, image_size=28,
-        vocab_size=20, max_len=8, image_overrides={"channels": 1},
+        image_variant="mu/14",
+        text_variant="mu",
+        embed_dim=embed_dim,
+        image_size=28,
+        vocab_size=20,
+        max_len=8,
+        image_overrides={"channels": 1},
     )
 
 
 def fresh_state(embed_dim: int = 16):
     learner = TwoTower(micro_config(embed_dim), key=jax.random.key(0))
-    return init_train_state(learner, method_preset("iid"), jax.random.key(1))
+    return init_train_state(learner, preset("iid").step, jax.random.key(1))
 
 
 def scrambled(state, step: int, seed: int = 0):
     """The state with every float leaf distinct and random, so that a swapped or zeroed leaf shows."""
     arrays, static = eqx.partition(state, eqx.is_inexact_array)
     rng = np.random.default_rng(seed)
-    arrays = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape).astype(x.dtype)), arrays)
+    arrays = jax.tree.map(
+        lambda x: jnp.asarray(rng.standard_normal(x.shape).astype(x.dtype)), arrays
+    )
     state = eqx.combine(arrays, static)
-    return eqx.tree_at(lambda s: (s.step, s.key), state, (jnp.array(step, jnp.int32), jax.random.key(100 + step)))
+    return eqx.tree_at(
+        lambda s: (s.step, s.key), state, (jnp.array(step, jnp.int32), jax.random.key(100 + step))
+    )
 
 
 def assert_same_state(a, b) -> None:
@@ -61,6 +91,10 @@ def assert_same_state(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def listing(run_dir: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir())
+
+
 @pytest.fixture(scope="module")
 def template():
     return fresh_state()
@@ -68,10 +102,11 @@ def template():
 
 def save_steps(run_dir: pathlib.Path, template, steps, keep: int = 5) -> dict[int, object]:
     states = {}
-    with open_checkpoints(run_dir, keep=keep) as manager:
+    with open_checkpoints(run_dir, keep=keep) as checkpoints:
         for step in steps:
             states[step] = scrambled(template, step, seed=step)
-            save_checkpoint(manager, states[step], {"data": {"epoch": 0, "position": step}, "note": "x"})
+            meta = {"data": {"epoch": 0, "position": step}, "note": "x"}
+            save_checkpoint(checkpoints, states[step], meta)
     return states
 
 
@@ -90,84 +125,283 @@ def test_round_trip_is_bitwise_and_keeps_meta(tmp_path, template):
 
 def test_keeps_the_latest_n(tmp_path, template):
     states = save_steps(tmp_path, template, [1, 2, 3, 4], keep=2)
-    assert checkpoint_steps(tmp_path) == [3, 4]
+    assert checkpoint_steps(tmp_path) == [3, 4] and listing(tmp_path) == ["3", "4"]
     restored, _ = restore_checkpoint(tmp_path, template, step=3)
     assert_same_state(restored, states[3])
     with pytest.raises(CheckpointError, match=r"no checkpoint of step 1 .*available: \[3, 4\]"):
         restore_checkpoint(tmp_path, template, step=1)
 
 
-def test_save_writes_to_a_temporary_directory_then_renames(tmp_path, template, monkeypatch):
+def test_a_step_is_visible_only_once_complete(tmp_path, template, monkeypatch):
     seen = []
-    original = ocp.handlers.JsonCheckpointHandler._save_fn
+    write = checkpoint.write_record
 
-    async def spy(self, x, directory):
-        root = tmp_path / CHECKPOINTS
-        seen.append((str(directory), (root / "3").exists(), checkpoint_steps(tmp_path)))
-        return await original(self, x, directory)
+    def spy(path, record):
+        partial = path.parent.parent
+        final = (tmp_path / CHECKPOINTS / "3").exists()
+        seen.append((partial.name, (partial / STATE).is_dir(), checkpoint_steps(tmp_path), final))
+        write(path, record)
 
-    monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, "_save_fn", spy)
+    monkeypatch.setattr(checkpoint, "write_record", spy)
     save_steps(tmp_path, template, [3])
-    (written, final_existed, visible), = seen
-    assert "orbax-checkpoint-tmp" in written and not final_existed and visible == []
-    assert checkpoint_steps(tmp_path) == [3]
-    assert [p.name for p in (tmp_path / CHECKPOINTS).iterdir() if "tmp" in p.name] == []
+    # The arrays, then the record, go into a partial directory, renamed when both are on disk.
+    assert seen == [("3.partial", True, [], False)]
+    assert checkpoint_steps(tmp_path) == [3] and listing(tmp_path) == ["3"]
 
 
-def test_leftover_of_a_killed_save_is_ignored_and_removed(tmp_path, template):
+@pytest.mark.parametrize("leftover", ["4.partial", "4.orbax-checkpoint-tmp-1234", "1.deleting"])
+def test_leftover_of_a_killed_save_is_ignored_and_removed(tmp_path, template, leftover):
     states = save_steps(tmp_path, template, [2])
-    partial = tmp_path / CHECKPOINTS / "4.orbax-checkpoint-tmp-1234"
-    (partial / "state").mkdir(parents=True)
-    (partial / "state" / "junk").write_bytes(b"\0" * 10)
+    partial = tmp_path / CHECKPOINTS / leftover
+    (partial / STATE).mkdir(parents=True)
+    (partial / STATE / "junk").write_bytes(b"\0" * 10)
     assert checkpoint_steps(tmp_path) == [2]
     restored, _ = restore_checkpoint(tmp_path, template)
     assert_same_state(restored, states[2])
     open_checkpoints(tmp_path, keep=2).close()
-    assert not partial.exists()
+    assert listing(tmp_path) == ["2"]
 
 
-def test_disk_full_leaves_the_previous_checkpoint_intact(tmp_path, template, monkeypatch):
+def _no_space(path, record):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def _no_permission(path, record):
+    raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (_no_space, r"step 2 .*disk is full.*step 1\) is intact\. Free disk space"),
+        (
+            _no_permission,
+            r"step 2 .*the write failed.*Permission denied.*step 1\) is intact\. Make",
+        ),
+    ],
+)
+def test_failed_save_leaves_the_previous_checkpoint_intact(
+    tmp_path, template, monkeypatch, failure, message
+):
     states = save_steps(tmp_path, template, [1])
-
-    async def full(self, x, directory):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, "_save_fn", full)
-    with open_checkpoints(tmp_path, keep=2) as manager:
-        with pytest.raises(CheckpointError, match=r"step 2 .*disk is full.*step 1\) is intact"):
-            save_checkpoint(manager, scrambled(template, 2), {})
-    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == ["1"]
+    monkeypatch.setattr(checkpoint, "write_record", failure)
+    checkpoints = open_checkpoints(tmp_path, keep=1)
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(checkpoints, scrambled(template, 2), {})
+    assert listing(tmp_path) == ["1"]
     monkeypatch.undo()
     restored, _ = restore_checkpoint(tmp_path, template)
     assert_same_state(restored, states[1])
 
 
-def _truncate_arrays(step_dir: pathlib.Path) -> None:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+def test_failed_first_save_and_interrupted_save_leave_nothing(tmp_path, template, monkeypatch):
+    monkeypatch.setattr(checkpoint, "write_record", _no_space)
+    checkpoints = open_checkpoints(tmp_path, keep=2)
+    with pytest.raises(CheckpointError, match="disk is full.*no earlier checkpoint exists"):
+        save_checkpoint(checkpoints, scrambled(template, 1), {})
+
+    def interrupted(path, record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "write_record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(checkpoints, scrambled(template, 1), {})
+    assert listing(tmp_path) == []
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        restore_checkpoint(tmp_path, template)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs mounted at ``tmp_path/disk`` (root only; skipped where mounting is refused)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small filesystem needs root")
+    done = subprocess.run(mount, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)], check=False, capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+
+
+def _fill(disk: pathlib.Path, headroom: int) -> pathlib.Path:
+    """Fill `disk` but for about `headroom` bytes."""
+    filler, chunk, size = disk / "filler", b"\0" * (1 << 16), 0
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)  # unbuffered: no write left for close
+    try:
+        while True:
+            size += os.write(descriptor, chunk)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(descriptor)
+    os.truncate(filler, max(0, size - headroom))
+    return filler
+
+
+@pytest.mark.parametrize("headroom", [0, 1 << 20], ids=["no-space", "space-for-part-of-the-arrays"])
+def test_a_real_full_disk_leaves_the_previous_checkpoint_intact(small_disk, template, headroom):
+    states = save_steps(small_disk, template, [1])
+    filler = _fill(small_disk, headroom)
+    checkpoints = open_checkpoints(small_disk, keep=1)
+    with pytest.raises(CheckpointError, match=r"step 2 .*disk is full.*step 1\) is intact"):
+        save_checkpoint(checkpoints, scrambled(template, 2, seed=2), {})
+    assert listing(small_disk) == ["1"]
+    restored, _ = restore_checkpoint(small_disk, template)
+    assert_same_state(restored, states[1])
+    # Once space is freed, the same save succeeds and replaces the old step.
+    filler.unlink()
+    states.update(save_steps(small_disk, template, [2], keep=1))
+    assert listing(small_disk) == ["2"]
+    restored, _ = restore_checkpoint(small_disk, template)
+    assert_same_state(restored, states[2])
+
+
+def _array_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+    files = [p for p in (step_dir / STATE).rglob("*") if p.is_file() and p.parent.name == "d"]
     assert files
-    for path in files:
+    return files
+
+
+def _truncate_arrays(step_dir: pathlib.Path) -> None:
+    for path in _array_files(step_dir):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _flip_array_bytes(step_dir: pathlib.Path) -> None:
-    for path in (step_dir / "state" / "d").iterdir():
+    for path in _array_files(step_dir):
         data = bytearray(path.read_bytes())
         for i in range(len(data) // 3, len(data), 97):
             data[i] ^= 0x5A
         path.write_bytes(bytes(data))
 
 
-def _cut_meta(step_dir: pathlib.Path) -> None:
-    path = step_dir / "meta" / "metadata"
+def _empty_every_state_file(step_dir: pathlib.Path) -> None:
+    for path in (step_dir / STATE).rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+
+
+def _delete_array_files(step_dir: pathlib.Path) -> None:
+    for path in _array_files(step_dir):
+        path.unlink()
+
+
+def _delete_state_manifests(step_dir: pathlib.Path) -> None:
+    for path in (step_dir / STATE).rglob("manifest.ocdbt"):
+        path.unlink()
+
+
+def _delete_state(step_dir: pathlib.Path) -> None:
+    shutil.rmtree(step_dir / STATE)
+
+
+def _state_is_a_file(step_dir: pathlib.Path) -> None:
+    shutil.rmtree(step_dir / STATE)
+    (step_dir / STATE).write_text("not a directory")
+
+
+def _cut_record(step_dir: pathlib.Path) -> None:
+    path = step_dir / RECORD
     path.write_text(path.read_text()[:20])
 
 
-@pytest.mark.parametrize("damage", [_truncate_arrays, _flip_array_bytes, _cut_meta])
-def test_damaged_checkpoint_names_the_path_and_an_older_step(tmp_path, template, damage):
+def _delete_record(step_dir: pathlib.Path) -> None:
+    (step_dir / RECORD).unlink()
+
+
+def _edit_record(edit):
+    def damage(step_dir: pathlib.Path) -> None:
+        path = step_dir / RECORD
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+    damage.__name__ = edit.__name__
+    return damage
+
+
+def _wrong_checksum(record: dict) -> dict:
+    first = min(record["arrays"])
+    record["arrays"][first]["crc32"] ^= 1
+    return record
+
+
+def _no_array_list(record: dict) -> dict:
+    del record["arrays"]
+    return record
+
+
+def _not_a_record(record: dict) -> list:
+    return [record]
+
+
+def _another_step(record: dict) -> dict:
+    return {**record, "step": 1}
+
+
+def _unknown_key_impl(record: dict) -> dict:
+    return {**record, "key_impl": "no-such-prng"}
+
+
+DAMAGES = [
+    _truncate_arrays,
+    _flip_array_bytes,
+    _empty_every_state_file,
+    _delete_array_files,
+    _delete_state_manifests,
+    _delete_state,
+    _state_is_a_file,
+    _cut_record,
+    _delete_record,
+    _edit_record(_wrong_checksum),
+    _edit_record(_no_array_list),
+    _edit_record(_not_a_record),
+    _edit_record(_another_step),
+    _edit_record(_unknown_key_impl),
+]
+
+
+def _without_file_list(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "files"}
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=[d.__name__.strip("_") for d in DAMAGES])
+@pytest.mark.parametrize(
+    "found_by",
+    ["aced", "orbax"],
+    ids=["found-by-the-file-list", "met-by-orbax-and-tensorstore"],
+)
+def test_damaged_checkpoint_names_the_path_and_an_older_step(tmp_path, template, damage, found_by):
     save_steps(tmp_path, template, [1, 2])
+    if found_by == "orbax":  # as in a checkpoint written before aced listed orbax's files
+        _edit_record(_without_file_list)(tmp_path / CHECKPOINTS / "2")
     damage(tmp_path / CHECKPOINTS / "2")
-    with pytest.raises(CheckpointError, match=r"checkpoints/2 cannot be restored.*older step \(1\).*afresh"):
+    path = tmp_path.absolute() / CHECKPOINTS / "2"
+    expected = (
+        rf"checkpoint {path} cannot be restored: .+\. It is truncated or corrupted: delete {path} "
+        r"to resume from an older step \(1\), or start afresh with another train.out_dir"
+    )
+    with pytest.raises(CheckpointError, match=expected):
         restore_checkpoint(tmp_path, template)
+
+
+def test_only_intact_older_steps_are_offered(tmp_path, template):
+    save_steps(tmp_path, template, [1, 2, 3])
+    _cut_record(tmp_path / CHECKPOINTS / "2")
+    _flip_array_bytes(tmp_path / CHECKPOINTS / "3")
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/3 cannot be restored.*older step \(1\),"
+    ):
+        restore_checkpoint(tmp_path, template)
+    shutil.rmtree(tmp_path / CHECKPOINTS / "1")
+    with pytest.raises(CheckpointError, match=r"checkpoints/3 .*no older intact checkpoint exists"):
+        restore_checkpoint(tmp_path, template)
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 .*unreadable.*no older intact"):
+        restore_checkpoint(tmp_path, template, step=2)
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, template):
@@ -191,3 +425,59 @@ def test_model_files_round_trip_and_damage(tmp_path, template):
         load_model(tmp_path / "model")
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         load_model(tmp_path / "nowhere")
+
+
+# `aced train` at toy scale: two checkpoints (steps 2 and 4) before the end (step 6).
+TINY = [
+    "model.image_variant=mu/14", "model.embed_dim=16", "model.max_len=12",
+    "data.super_batch_size=32", "data.size=256", "step.selection.filter_ratio=0.0",
+    "step.optim.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=2",
+    "train.eval_per_task=8", "train.eval_retrieval_size=8", "train.eval_batch_size=64",
+    "train.progress=false", "train.steps=6",
+]  # fmt: skip
+
+
+def train_command(out: pathlib.Path) -> list[str]:
+    return ["train", "--preset", "iid", *TINY, f"train.out_dir={out}"]
+
+
+def learner_leaves(run_dir: pathlib.Path) -> list[np.ndarray]:
+    model = load_model(run_dir / "model")
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(model, eqx.is_array))]
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_a_save_then_resume_is_bitwise_identical(tmp_path, capsys):
+    killed, whole, paused, log = (tmp_path / n for n in ("killed", "whole", "paused", "killed.log"))
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",  # the mesh of tests/conftest.py
+        PAUSE_ENV: f"4:{paused}",
+    }
+    command = [sys.executable, "-m", "aced", *train_command(killed)]
+    with open(log, "w") as out:  # the child keeps its own copy
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert cli.main(train_command(whole)) == 0  # the uninterrupted run, meanwhile
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the save of step 4 did not start in time"
+            time.sleep(0.05)
+        # Paused inside the save of step 4: orbax has written the arrays, aced not the record.
+        partial = pathlib.Path(paused.read_text())
+        assert partial == killed.absolute() / CHECKPOINTS / "4.partial"
+        assert (partial / STATE).is_dir() and not (partial / RECORD).exists()
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert checkpoint_steps(killed) == [2] and read_meta(killed)["step"] == 2
+    capsys.readouterr()
+    assert cli.main(train_command(killed)) == 0
+    assert "from step 2" in capsys.readouterr().err  # it resumed
+    assert listing(killed) == ["4", "6"]
+    for x, y in zip(learner_leaves(killed), learner_leaves(whole), strict=True):
+        np.testing.assert_array_equal(x, y)
