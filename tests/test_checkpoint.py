@@ -3,7 +3,7 @@ damaged files, a full disk (aced's own write step, and a real small filesystem w
 it can be mounted), SIGKILL in the middle of a save, model files.
 
 No test touches a private attribute of orbax or tensorstore: failures are made on
-disk, at `aced.train.checkpoint.write_record` (aced's own write step), or by a
+disk, at `aced.train.checkpoint.save.write_record` (aced's own write step), or by a
 process killed while its save is paused (`aced.train.checkpoint.PAUSE_ENV`).
 """
 
@@ -25,7 +25,6 @@ import pytest
 
 from aced import cli
 from aced.models import TwoTower, TwoTowerConfig
-from aced.train import checkpoint
 from aced.train.checkpoint import (
     CHECKPOINTS,
     PAUSE_ENV,
@@ -40,6 +39,7 @@ from aced.train.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from aced.train.checkpoint import save as saving
 from aced.train.config import preset
 from aced.train.state import init_train_state
 
@@ -134,7 +134,7 @@ def test_keeps_the_latest_n(tmp_path, template):
 
 def test_a_step_is_visible_only_once_complete(tmp_path, template, monkeypatch):
     seen = []
-    write = checkpoint.write_record
+    write = saving.write_record
 
     def spy(path, record):
         partial = path.parent.parent
@@ -142,7 +142,7 @@ def test_a_step_is_visible_only_once_complete(tmp_path, template, monkeypatch):
         seen.append((partial.name, (partial / STATE).is_dir(), checkpoint_steps(tmp_path), final))
         write(path, record)
 
-    monkeypatch.setattr(checkpoint, "write_record", spy)
+    monkeypatch.setattr(saving, "write_record", spy)
     save_steps(tmp_path, template, [3])
     # The arrays, then the record, go into a partial directory, renamed when both are on disk.
     assert seen == [("3.partial", True, [], False)]
@@ -184,7 +184,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(
     tmp_path, template, monkeypatch, failure, message
 ):
     states = save_steps(tmp_path, template, [1])
-    monkeypatch.setattr(checkpoint, "write_record", failure)
+    monkeypatch.setattr(saving, "write_record", failure)
     checkpoints = open_checkpoints(tmp_path, keep=1)
     with pytest.raises(CheckpointError, match=message):
         save_checkpoint(checkpoints, scrambled(template, 2), {})
@@ -195,7 +195,7 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(
 
 
 def test_failed_first_save_and_interrupted_save_leave_nothing(tmp_path, template, monkeypatch):
-    monkeypatch.setattr(checkpoint, "write_record", _no_space)
+    monkeypatch.setattr(saving, "write_record", _no_space)
     checkpoints = open_checkpoints(tmp_path, keep=2)
     with pytest.raises(CheckpointError, match="disk is full.*no earlier checkpoint exists"):
         save_checkpoint(checkpoints, scrambled(template, 1), {})
@@ -203,7 +203,7 @@ def test_failed_first_save_and_interrupted_save_leave_nothing(tmp_path, template
     def interrupted(path, record):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint, "write_record", interrupted)
+    monkeypatch.setattr(saving, "write_record", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(checkpoints, scrambled(template, 1), {})
     assert listing(tmp_path) == []
