@@ -33,7 +33,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 PLUGIN_FLAG = ("--plugin",)
 PLUGIN_OPTIONS = dict(
-    action="append", default=[], metavar="FILE_OR_MODULE",
+    action="append",
+    default=[],
+    metavar="FILE_OR_MODULE",
     help="a Python file or module to import first, e.g. one that registers a pair score, a "
     "selection rule or a KD loss (docs/extending.md); repeat for several",
 )
@@ -54,8 +56,9 @@ def load_plugins(specs: Sequence[str]) -> None:
             try:
                 importlib.import_module(spec)
             except ModuleNotFoundError as error:
-                raise ValueError(f"--plugin {spec}: {error}; pass a .py file or an importable "
-                                 "module name") from error
+                raise ValueError(
+                    f"--plugin {spec}: {error}; pass a .py file or an importable module name"
+                ) from error
 
 
 def _plugins_in(argv: Sequence[str]) -> list[str]:
@@ -141,12 +144,16 @@ def _train(args: argparse.Namespace) -> int:
     run = apply_overrides(preset(args.preset), args.overrides)
     result = train(run)
     if result["interrupted"]:
-        print(f"interrupted at step {result['step']}; rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            f"interrupted at step {result['step']}; rerun the same command to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     scores = {k.removeprefix("eval/"): v for k, v in result.items() if k.startswith("eval/")}
-    print(f"run {run.train.out_dir}: {result['step']} steps, "
-          f"{result['flops_cumulative']:.3e} training FLOPs")
+    print(
+        f"run {run.train.out_dir}: {result['step']} steps, "
+        f"{result['flops_cumulative']:.3e} training FLOPs"
+    )
     if scores:
         from aced.eval import format_table
 
@@ -221,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aced {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (
-        TrainingDiverged, CheckpointError, FileNotFoundError, FileExistsError, RuntimeError
+        TrainingDiverged,
+        CheckpointError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
     ) as error:
         print(f"aced {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -125,7 +125,12 @@ def train_step_flops(
             parts["scoring_reference"] = B * reference.forward_flops()
         widths = tuple({"learner": d_l, "reference": d_r}[r] for r in score.reads)
         parts["selection"] = selection_flops(
-            widths, rule, implementation, super_batch=B, sub_batch=b, n_chunks=n_chunks,
+            widths,
+            rule,
+            implementation,
+            super_batch=B,
+            sub_batch=b,
+            n_chunks=n_chunks,
             groups=selection_groups,
         )
     trained = 2 * b if (kd is not None and kd_separate_batch) else b

@@ -10,13 +10,16 @@ from typing import TypeVar
 Entry = TypeVar("Entry")
 
 
-def register(registry: dict[str, Entry], kind: str, name: str, entry: Entry, *,
-             overwrite: bool = False) -> Entry:
+def register(
+    registry: dict[str, Entry], kind: str, name: str, entry: Entry, *, overwrite: bool = False
+) -> Entry:
     """Add `entry` under `name`; re-registering a name needs ``overwrite=True``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a {kind} needs a non-empty name, got {name!r}")
     if name in registry and not overwrite and registry[name] != entry:
-        raise ValueError(f"{kind} {name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"{kind} {name!r} is already registered; pass overwrite=True to replace it"
+        )
     registry[name] = entry
     return entry
 

@@ -56,7 +56,10 @@ def check_views(*views: Embedded, names: tuple[str, ...] = ("learner", "referenc
     sizes = {view.zimg.shape[0] for view in views}
     if len(sizes) > 1:
         found = " vs ".join(f"B={view.zimg.shape[0]}" for view in views)
-        raise ValueError(f"{' and '.join(names[: len(views)])} must embed the same super-batch: {found}")
+        raise ValueError(
+            f"{' and '.join(names[: len(views)])} must embed the same super-batch: {found}"
+        )
+
 
 __all__ = [
     "Array",

@@ -113,17 +113,22 @@ def main():
         if n % DEVICES != 0:
             parser.error(f"--batch {n} must be divisible by the {DEVICES} devices")
 
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:DEVICES]), ("data",),
-                             axis_types=(AxisType.Auto,))
+    mesh = jax.sharding.Mesh(
+        np.array(jax.devices()[:DEVICES]), ("data",), axis_types=(AxisType.Auto,)
+    )
     rows = [measure(v, n, args.dim, mesh, args.repeats) for n in args.batch for v in VARIANTS]
 
-    header = f"{'variant':<11}{'batch':>7}{'D':>5}{'dev':>5}{'time s':>9}" \
-             f"{'temp MiB':>10}{'arg MiB':>9}{'out MiB':>9}{'total MiB':>11}"
+    header = (
+        f"{'variant':<11}{'batch':>7}{'D':>5}{'dev':>5}{'time s':>9}"
+        f"{'temp MiB':>10}{'arg MiB':>9}{'out MiB':>9}{'total MiB':>11}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['variant']:<11}{r['batch']:>7}{r['dim']:>5}{r['devices']:>5}"
-              f"{r['time_s_median']:>9.3f}{r['temp_mib']:>10.1f}{r['argument_mib']:>9.1f}"
-              f"{r['output_mib']:>9.1f}{r['total_mib']:>11.1f}")
+        print(
+            f"{r['variant']:<11}{r['batch']:>7}{r['dim']:>5}{r['devices']:>5}"
+            f"{r['time_s_median']:>9.3f}{r['temp_mib']:>10.1f}{r['argument_mib']:>9.1f}"
+            f"{r['output_mib']:>9.1f}{r['total_mib']:>11.1f}"
+        )
 
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
@@ -134,8 +139,7 @@ def main():
                 "total = arguments + outputs + temporaries - aliased",
                 "time": f"median of {args.repeats} calls after one warm-up, seconds",
                 "jax": jax.__version__,
-                "host": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-                        f"{DEVICES} simulated devices",
+                "host": f"{platform.machine()}, {os.cpu_count()} CPUs, {DEVICES} simulated devices",
                 "rows": rows,
             },
             f,

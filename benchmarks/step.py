@@ -58,8 +58,8 @@ from aced.models import TwoTower, TwoTowerConfig, two_tower  # noqa: E402
 from aced.selection import Embedded  # noqa: E402
 from aced.train.config import METHODS, preset, updated  # noqa: E402
 from aced.train.curation import embedded, reference_view, select_indices  # noqa: E402
-from aced.train.state import SuperBatch, init_train_state  # noqa: E402
 from aced.train.sharding import embed_sharded  # noqa: E402
+from aced.train.state import SuperBatch, init_train_state  # noqa: E402
 from aced.train.step import learner_update, make_train_step, step_flops  # noqa: E402
 
 LEARNER = ("mu/7", "mu")
@@ -78,8 +78,12 @@ SMALL_SHAPES = ((32768, 128, 512), (32768, 128, 128), (32768, 64, 256))
 
 def tower_config(variants: tuple[str, str]) -> TwoTowerConfig:
     return TwoTowerConfig.from_variants(
-        image_variant=variants[0], text_variant=variants[1], embed_dim=EMBED_DIM,
-        image_size=IMAGE_SIZE, vocab_size=VOCAB, max_len=MAX_LEN,
+        image_variant=variants[0],
+        text_variant=variants[1],
+        embed_dim=EMBED_DIM,
+        image_size=IMAGE_SIZE,
+        vocab_size=VOCAB,
+        max_len=MAX_LEN,
         image_overrides={"channels": CHANNELS},
     )
 
@@ -161,11 +165,15 @@ def part_functions(config, mesh, super_batch: int, sub_batch: int):
 
 def bench_config(method: str, filter_ratio: float = 0.8):
     """The method preset's step, with the reference embedded online (its forward is timed)."""
-    return updated(preset(method).step, {"selection.filter_ratio": filter_ratio,
-                                         "reference_embeddings": "online"})
+    return updated(
+        preset(method).step,
+        {"selection.filter_ratio": filter_ratio, "reference_embeddings": "online"},
+    )
 
 
-def bench_method(method: str, super_batch: int, repeats: int, mesh, filter_ratio: float = 0.8) -> dict:
+def bench_method(
+    method: str, super_batch: int, repeats: int, mesh, filter_ratio: float = 0.8
+) -> dict:
     """Time one method's parts, whole step and the peak matmul, taking turns."""
     config = bench_config(method, filter_ratio)
     b = config.sub_batch_size(super_batch)
@@ -186,8 +194,7 @@ def bench_method(method: str, super_batch: int, repeats: int, mesh, filter_ratio
     if config.uses_kd:  # the teacher's view of b examples (from scoring: B rows, KD: b rows)
         view = views[1] if config.uses_selection else views[0]
         teacher = Embedded(view.zimg[:b], view.ztxt[:b], view.t, view.b)
-    calls["update"] = compile_ahead(
-        update, (state, batch.images[:b], batch.tokens[:b], teacher))
+    calls["update"] = compile_ahead(update, (state, batch.images[:b], batch.tokens[:b], teacher))
     step = make_train_step(config, mesh)
     calls["step"] = compile_ahead(lambda s, bt, r: step(s, bt, r), (state, batch, reference))
     timings = round_robin(calls, repeats)
@@ -255,8 +262,20 @@ def op_kind(opcode: str, body: list[str]) -> str:
         return "layernorm / l2-norm"
     if ops & {"sort", "gather", "scatter", "dynamic-update-slice", "rng-bit-generator", "iota"}:
         return "selection (sort, gather, rng)"
-    if ops <= {"transpose", "copy", "bitcast", "reshape", "broadcast", "slice", "concatenate",
-               "dynamic-slice", "parameter", "constant", "tuple", "get-tuple-element"}:
+    if ops <= {
+        "transpose",
+        "copy",
+        "bitcast",
+        "reshape",
+        "broadcast",
+        "slice",
+        "concatenate",
+        "dynamic-slice",
+        "parameter",
+        "constant",
+        "tuple",
+        "get-tuple-element",
+    }:
         return "layout (transpose, copy, slice)"
     if "reduce" in ops:
         return "reductions"

@@ -14,8 +14,8 @@ import argparse
 import json
 import pathlib
 
-from aced.train.loop import train
 from aced.train.config import apply_overrides, preset
+from aced.train.loop import train
 
 METHODS = ("iid", "kd", "acid", "aced")
 
@@ -30,18 +30,22 @@ def main() -> None:
     reference = None  # the first method that needs a reference trains it; the rest load it
     rows = []
     for method in METHODS:
-        run = apply_overrides(preset(method), [f"train.out_dir={args.runs}/{method}", *args.overrides])
+        run = apply_overrides(
+            preset(method), [f"train.out_dir={args.runs}/{method}", *args.overrides]
+        )
         if run.needs_reference and reference is not None:
             run = apply_overrides(run, [f"reference.path={reference}"])
         result = train(run)
         if run.needs_reference and reference is None:
             reference = f"{run.train.out_dir}/reference/model"
-        rows.append({
-            "method": method,
-            "average": result.get("eval/average"),
-            "flops_cumulative": result["flops_cumulative"],
-            "steps": result["step"],
-        })
+        rows.append(
+            {
+                "method": method,
+                "average": result.get("eval/average"),
+                "flops_cumulative": result["flops_cumulative"],
+                "steps": result["step"],
+            }
+        )
         print(json.dumps(rows[-1]))
 
     print(f"\n{'method':8} {'average':>8} {'training FLOPs':>16}")
@@ -50,8 +54,16 @@ def main() -> None:
         print(f"{row['method']:8} {average:>8} {row['flops_cumulative']:16.3e}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python experiments/compare_methods.py " + " ".join(args.overrides),
-                               "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": "python experiments/compare_methods.py " + " ".join(args.overrides),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

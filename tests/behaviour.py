@@ -13,13 +13,13 @@ import equinox as eqx
 import jax
 import numpy as np
 from jax.sharding import Mesh
+from step_problem import step_config, tiny_batch, tiny_config
 
 from aced.models import TwoTower
 from aced.train.config import DistillConfig, OptimConfig, SelectionConfig
 from aced.train.sharding import replicate, shard_batch
 from aced.train.state import init_train_state
 from aced.train.step import make_train_step
-from step_problem import step_config, tiny_batch, tiny_config
 
 OPTIM = OptimConfig(learning_rate=1e-2, warmup_steps=0, grad_clip_norm=1.0, weight_decay=1e-4)
 
@@ -41,34 +41,88 @@ def cases() -> dict:
     s, o = _selection, OPTIM
     return {
         "iid": (step_config("iid", selection=s(), optim=o), 1, 16),
-        "kd_softmax": (step_config("kd", selection=s(), optim=o, distill=DistillConfig(
-            weight=1.0, loss="softmax", temperature=2.0)), 1, 16),
-        "kd_sigmoid_cached": (step_config("kd", selection=s(), optim=o,
-                                          reference_embeddings="cached",
-                                          distill=DistillConfig(weight=0.5, loss="sigmoid")), 1, 16),
-        "kd_feature_projection": (step_config("kd", selection=s(), optim=o, distill=DistillConfig(
-            weight=1.0, loss="feature")), 1, 24),
-        "kd_feature_l2": (step_config("kd", selection=s(), optim=o, distill=DistillConfig(
-            weight=1.0, loss="feature_l2")), 1, 16),
+        "kd_softmax": (
+            step_config(
+                "kd",
+                selection=s(),
+                optim=o,
+                distill=DistillConfig(weight=1.0, loss="softmax", temperature=2.0),
+            ),
+            1,
+            16,
+        ),
+        "kd_sigmoid_cached": (
+            step_config(
+                "kd",
+                selection=s(),
+                optim=o,
+                reference_embeddings="cached",
+                distill=DistillConfig(weight=0.5, loss="sigmoid"),
+            ),
+            1,
+            16,
+        ),
+        "kd_feature_projection": (
+            step_config(
+                "kd", selection=s(), optim=o, distill=DistillConfig(weight=1.0, loss="feature")
+            ),
+            1,
+            24,
+        ),
+        "kd_feature_l2": (
+            step_config(
+                "kd", selection=s(), optim=o, distill=DistillConfig(weight=1.0, loss="feature_l2")
+            ),
+            1,
+            16,
+        ),
         "acid_learnability": (step_config("acid", selection=s(), optim=o), 1, 16),
-        "acid_easy_reference": (step_config("acid", selection=s(score="easy_reference"),
-                                            optim=o), 1, 16),
-        "acid_hard_learner_independent": (step_config(
-            "acid", selection=s(score="hard_learner", rule="independent"), optim=o), 1, 16),
-        "acid_blocked": (step_config("acid", selection=s(implementation="blocked"), optim=o), 1, 16),
+        "acid_easy_reference": (
+            step_config("acid", selection=s(score="easy_reference"), optim=o),
+            1,
+            16,
+        ),
+        "acid_hard_learner_independent": (
+            step_config("acid", selection=s(score="hard_learner", rule="independent"), optim=o),
+            1,
+            16,
+        ),
+        "acid_blocked": (
+            step_config("acid", selection=s(implementation="blocked"), optim=o),
+            1,
+            16,
+        ),
         "acid_greedy": (step_config("acid", selection=s(rule="greedy"), optim=o), 1, 16),
-        "acid_independent_greedy": (step_config("acid", selection=s(rule="independent_greedy"),
-                                                optim=o), 1, 16),
-        "acid_local_4dev": (step_config("acid", selection=s(scope="local", n_chunks=2),
-                                        optim=o), 4, 16),
+        "acid_independent_greedy": (
+            step_config("acid", selection=s(rule="independent_greedy"), optim=o),
+            1,
+            16,
+        ),
+        "acid_local_4dev": (
+            step_config("acid", selection=s(scope="local", n_chunks=2), optim=o),
+            4,
+            16,
+        ),
         "aced_selected": (step_config("aced", selection=s(), optim=o), 1, 16),
-        "aced_iid_kd_batch": (step_config("aced", selection=s(), optim=o, distill=DistillConfig(
-            weight=1.0, batch="iid")), 1, 16),
-        "aced_softmax_contrastive_2dev": (step_config("aced", selection=s(), optim=o,
-                                                      contrastive="softmax",
-                                                      sharded_loss="all_gather"), 2, 16),
-        "aced_cached_ring_2dev": (step_config("aced", selection=s(), optim=o,
-                                              reference_embeddings="cached"), 2, 16),
+        "aced_iid_kd_batch": (
+            step_config(
+                "aced", selection=s(), optim=o, distill=DistillConfig(weight=1.0, batch="iid")
+            ),
+            1,
+            16,
+        ),
+        "aced_softmax_contrastive_2dev": (
+            step_config(
+                "aced", selection=s(), optim=o, contrastive="softmax", sharded_loss="all_gather"
+            ),
+            2,
+            16,
+        ),
+        "aced_cached_ring_2dev": (
+            step_config("aced", selection=s(), optim=o, reference_embeddings="cached"),
+            2,
+            16,
+        ),
     }
 
 
@@ -79,13 +133,18 @@ def run_case(config, n_devices: int, reference_width: int, steps: int = 3) -> di
     reference = TwoTower(tiny_config(reference_width), key=jax.random.key(2))
     batch = tiny_batch()
     if config.reference_embeddings == "cached":
-        batch = dataclasses.replace(batch, reference_zimg=reference.embed_images(batch.images),
-                                    reference_ztxt=reference.embed_texts(batch.tokens))
+        batch = dataclasses.replace(
+            batch,
+            reference_zimg=reference.embed_images(batch.images),
+            reference_ztxt=reference.embed_texts(batch.tokens),
+        )
     state = init_train_state(learner, config, jax.random.key(7), teacher_width=reference_width)
     state, reference = replicate(state, mesh), replicate(reference, mesh)
     batch = shard_batch(batch, mesh)
     step = make_train_step(config, mesh)
     for _ in range(steps):
         state, metrics = step(state, batch, reference)
-    return {"params": checksum((state.learner, state.projection)),
-            "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
+    return {
+        "params": checksum((state.learner, state.projection)),
+        "metrics": {k: float(v) for k, v in sorted(metrics.items())},
+    }

@@ -4,14 +4,31 @@ Eight simulated CPU devices (set before JAX is imported), strict dtype and rank
 promotion, a ``getkey`` fixture and a deterministic hypothesis profile. Runtime
 shape checking of the whole ``aced`` package comes from
 ``--jaxtyping-packages=aced,beartype.beartype`` in ``pyproject.toml``.
+
+One persistent XLA compilation cache serves the whole session, this process and
+every subprocess a test starts (``aced train`` runs, the jax.distributed
+workers): a program compiled once is loaded, not compiled again, by the next
+test or process that builds it. A loaded executable is the same binary, so
+results are bit for bit those of a fresh compile. The cache lives in a fresh
+temporary directory, removed at exit, unless ``JAX_COMPILATION_CACHE_DIR`` is
+set already.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="aced-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import itertools  # noqa: E402
 

@@ -20,21 +20,24 @@ jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=proc
 import equinox as eqx  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from step_problem import aced_config, sgd_state, tiny_batch_arrays, tiny_models  # noqa: E402
 
-from aced.train.state import SuperBatch  # noqa: E402
 from aced.train.sharding import replicate  # noqa: E402
+from aced.train.state import SuperBatch  # noqa: E402
 from aced.train.step import make_train_step  # noqa: E402
 
 mesh = Mesh(np.array(jax.devices()), ("data",))
 arrays = tiny_batch_arrays()
 half = arrays["images"].shape[0] // 2
-local = {k: v[process_id * half:(process_id + 1) * half] for k, v in arrays.items()}
+local = {k: v[process_id * half : (process_id + 1) * half] for k, v in arrays.items()}
 sharding = NamedSharding(mesh, P("data"))
-batch = SuperBatch(**{k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()})
+batch = SuperBatch(
+    **{k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+)
 
 learner, reference = tiny_models()
 config = aced_config()
@@ -47,5 +50,9 @@ for _ in range(2):
 leaves = jax.tree.leaves(eqx.filter(state.learner, eqx.is_inexact_array))
 gathered = [np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in leaves]
 if process_id == 0:
-    np.savez(out, *gathered, loss=np.asarray(multihost_utils.process_allgather(metrics["loss/total"], tiled=True)))
+    np.savez(
+        out,
+        *gathered,
+        loss=np.asarray(multihost_utils.process_allgather(metrics["loss/total"], tiled=True)),
+    )
 jax.distributed.shutdown()

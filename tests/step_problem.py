@@ -15,13 +15,20 @@ OPTIM = OptimConfig(learning_rate=1e-2, warmup_steps=0, grad_clip_norm=0.0)
 
 def tiny_config(embed_dim: int = 16) -> TwoTowerConfig:
     return TwoTowerConfig.from_variants(
-        image_variant="mu/7", text_variant="mu", embed_dim=embed_dim,
-        image_size=SIZE, vocab_size=V, max_len=L, image_overrides={"channels": 1},
+        image_variant="mu/7",
+        text_variant="mu",
+        embed_dim=embed_dim,
+        image_size=SIZE,
+        vocab_size=V,
+        max_len=L,
+        image_overrides={"channels": 1},
     )
 
 
 def tiny_models() -> tuple[TwoTower, TwoTower]:
-    return TwoTower(tiny_config(), key=jax.random.key(1)), TwoTower(tiny_config(), key=jax.random.key(2))
+    return TwoTower(tiny_config(), key=jax.random.key(1)), TwoTower(
+        tiny_config(), key=jax.random.key(2)
+    )
 
 
 def tiny_batch_arrays() -> dict[str, np.ndarray]:
@@ -44,7 +51,9 @@ def step_config(method: str, **fields) -> StepConfig:
 
 
 def aced_config(n_chunks: int = 4):
-    return step_config("aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=n_chunks), optim=OPTIM)
+    return step_config(
+        "aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=n_chunks), optim=OPTIM
+    )
 
 
 def sgd_state(learner: TwoTower, config, seed: int = 7):

@@ -12,10 +12,10 @@ import json
 import pathlib
 
 import pytest
+from behaviour import cases, checksum, run_case
 
 from aced.train.config import apply_overrides, preset
 from aced.train.loop import train
-from behaviour import cases, checksum, run_case
 
 RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "behaviour.json").read_text())
 

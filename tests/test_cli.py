@@ -21,7 +21,7 @@ def test_train_help_documents_every_field(capsys):
         assert f"  {key} = " in out, key
         assert about.split()[0] in out
     assert "train.steps = 20  [int]" in out  # the values are those of the chosen preset
-    assert "step.method = \"aced\"  [iid | kd | acid | aced]" in out
+    assert 'step.method = "aced"  [iid | kd | acid | aced]' in out
     for name in ("smoke", "iid", "kd", "acid", "aced", "reference"):
         assert f"\n  {name} " in out
 
@@ -49,8 +49,9 @@ def test_missing_inputs_exit_1(tmp_path, capsys):
 
 
 def test_python_dash_m_aced_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "aced", "--help"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "aced", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("    ")]
     assert listed == ["train", "eval", "convert"]  # every subcommand works: no stubs
@@ -82,8 +83,12 @@ def test_train_then_eval_reproduces_the_run_scores(tmp_path, capsys):
 
     # The exported model, same weights; in a fresh process, to see that evaluating
     # does not import the training loop.
-    done = subprocess.run([sys.executable, "-c", EVAL_IN_A_FRESH_PROCESS, str(run_dir / "model")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", EVAL_IN_A_FRESH_PROCESS, str(run_dir / "model")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "imported: []"
     exported = json.loads((run_dir / "model" / "eval.json").read_text())["scores"]

@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from step_problem import step_config as method_preset
 
 from aced.train.config import (
     PRESETS,
@@ -18,7 +19,6 @@ from aced.train.config import (
     to_dict,
     updated,
 )
-from step_problem import step_config as method_preset
 
 
 @pytest.mark.parametrize("f", [-0.1, 1.0, 1.2])
@@ -72,8 +72,14 @@ def test_presets_follow_the_paper():
 def test_overrides_are_typed_and_nested():
     config = apply_overrides(
         method_preset("aced"),
-        ["selection.filter_ratio=0.5", "selection.rule=greedy", "distill.loss=sigmoid",
-         "optim.warmup_steps=0x10", "contrastive=softmax", "selection.interpret=false"],
+        [
+            "selection.filter_ratio=0.5",
+            "selection.rule=greedy",
+            "distill.loss=sigmoid",
+            "optim.warmup_steps=0x10",
+            "contrastive=softmax",
+            "selection.interpret=false",
+        ],
     )
     assert config.selection.filter_ratio == 0.5 and config.selection.rule == "greedy"
     assert config.selection.interpret is False

@@ -5,10 +5,10 @@ import pathlib
 
 import numpy as np
 import pytest
+from data.fmnist_fixture import fake_images, write_fake_fashion_mnist, write_idx
 
 from aced.data import fashion_mnist
 from aced.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-from data.fmnist_fixture import fake_images, write_fake_fashion_mnist, write_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

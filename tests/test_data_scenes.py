@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from data.fmnist_fixture import read_cells, write_fake_fashion_mnist
 
 from aced.data import captions as cap
 from aced.data.scenes import (
@@ -18,7 +19,6 @@ from aced.data.scenes import (
     make_scenes,
     web_split,
 )
-from data.fmnist_fixture import read_cells, write_fake_fashion_mnist
 
 NUMBERS = {w: i for i, w in enumerate(cap.NUMBER_WORDS)}
 PREFIXES = sorted(

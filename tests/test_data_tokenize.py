@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import tokenizers
+from data.fmnist_fixture import write_fake_fashion_mnist
 from tokenizers import models, pre_tokenizers
 
 from aced.data import captions as cap
@@ -20,7 +21,6 @@ from aced.data.tokenize import (
     load_tokenizer,
     save_tokenizer,
 )
-from data.fmnist_fixture import write_fake_fashion_mnist
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from data.fmnist_fixture import read_cells, write_fake_fashion_mnist
 from hypothesis import given, settings
 
-from aced.data import COARSE_OF_CLASS, CLASS_NAMES, SceneConfig, builtin_tokenizer, to_model_images
+from aced.data import CLASS_NAMES, COARSE_OF_CLASS, SceneConfig, builtin_tokenizer, to_model_images
 from aced.data.captions import position_names
 from aced.eval import (
     TASK_NAMES,
@@ -24,7 +25,6 @@ from aced.eval import (
     write_json,
     zero_shot_accuracy,
 )
-from data.fmnist_fixture import read_cells, write_fake_fashion_mnist
 
 TOKENIZER = builtin_tokenizer()
 PER_TASK, RETRIEVAL = 200, 100

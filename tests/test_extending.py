@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from step_problem import OPTIM, step_config, tiny_batch, tiny_models
 
 from aced.losses import KD_LOSSES
 from aced.selection import (
@@ -23,7 +24,6 @@ from aced.selection import (
 from aced.train.config import SelectionConfig
 from aced.train.curation import curate
 from aced.types import Embedded
-from step_problem import OPTIM, step_config, tiny_batch, tiny_models
 
 DOC = pathlib.Path(__file__).parents[1] / "docs" / "extending.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
@@ -50,8 +50,14 @@ def views(seed: int, n: int) -> tuple[Embedded, Embedded]:
     for d, t, b in ((5, 10.0, -8.0), (7, 12.0, -9.0)):
         z = rng.standard_normal((2, n, d))
         z /= np.linalg.norm(z, axis=2, keepdims=True)
-        out.append(Embedded(jnp.asarray(z[0], jnp.float32), jnp.asarray(z[1], jnp.float32),
-                            jnp.float32(t), jnp.float32(b)))
+        out.append(
+            Embedded(
+                jnp.asarray(z[0], jnp.float32),
+                jnp.asarray(z[1], jnp.float32),
+                jnp.float32(t),
+                jnp.float32(b),
+            )
+        )
     return out[0], out[1]
 
 
@@ -59,10 +65,15 @@ def test_margin_score_from_one_entry(forks):
     learner, reference = views(0, 40)
     l_loss = score_matrix(learner, reference, "hard_learner")
     r_loss = -score_matrix(learner, reference, "easy_reference")
-    np.testing.assert_allclose(score_matrix(learner, reference, "margin"), l_loss - 0.5 * r_loss,
-                               rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(per_example_scores(learner, reference, "margin"),
-                               jnp.diagonal(l_loss - 0.5 * r_loss), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        score_matrix(learner, reference, "margin"), l_loss - 0.5 * r_loss, rtol=1e-6, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        per_example_scores(learner, reference, "margin"),
+        jnp.diagonal(l_loss - 0.5 * r_loss),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     key = jax.random.key(3)
     dense = joint_select(key, score_matrix(learner, reference, "margin"), 16, 4)
     blocked = joint_select_blocked(key, learner, reference, "margin", 16, 4)
@@ -75,10 +86,16 @@ def test_margin_acid_step_dense_and_blocked_select_the_same(forks):
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     chosen = []
     for implementation in ("dense", "blocked"):
-        config = step_config("acid", optim=OPTIM, selection=SelectionConfig(
-            score="margin", filter_ratio=0.5, n_chunks=4, implementation=implementation))
-        idx, _, metrics = jax.jit(lambda k, lrn, ref, bt, c=config: curate(k, lrn, ref, bt, c, mesh))(
-            jax.random.key(1), learner, reference, batch)
+        config = step_config(
+            "acid",
+            optim=OPTIM,
+            selection=SelectionConfig(
+                score="margin", filter_ratio=0.5, n_chunks=4, implementation=implementation
+            ),
+        )
+        idx, _, metrics = jax.jit(
+            lambda k, lrn, ref, bt, c=config: curate(k, lrn, ref, bt, c, mesh)
+        )(jax.random.key(1), learner, reference, batch)
         chosen.append(np.asarray(idx))
         assert metrics["score/selected_mean"] > metrics["score/all_mean"]
     np.testing.assert_array_equal(*chosen)
@@ -107,13 +124,27 @@ def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
     plugin.write_text(BLOCKS[2])
     del KD_LOSSES["similarity_l1"]  # the CLI must register it again from the file
     overrides = [
-        "model.image_variant=mu/14", "model.embed_dim=16", "model.max_len=12",
-        "data.super_batch_size=32", "data.size=256", "step.selection.filter_ratio=0.0",
-        "step.optim.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=2",
-        "train.eval_per_task=8", "train.eval_retrieval_size=8", "train.eval_batch_size=64",
-        "train.progress=false", "reference.image_variant=mu/14", "reference.text_variant=mu",
-        "reference.train_steps=2", "reference.curated_size=64", "reference.super_batch_size=32",
-        "reference.warmup_steps=1", "train.steps=2", f"train.out_dir={tmp_path / 'run'}",
+        "model.image_variant=mu/14",
+        "model.embed_dim=16",
+        "model.max_len=12",
+        "data.super_batch_size=32",
+        "data.size=256",
+        "step.selection.filter_ratio=0.0",
+        "step.optim.warmup_steps=1",
+        "train.log_every=1",
+        "train.checkpoint_every=2",
+        "train.eval_per_task=8",
+        "train.eval_retrieval_size=8",
+        "train.eval_batch_size=64",
+        "train.progress=false",
+        "reference.image_variant=mu/14",
+        "reference.text_variant=mu",
+        "reference.train_steps=2",
+        "reference.curated_size=64",
+        "reference.super_batch_size=32",
+        "reference.warmup_steps=1",
+        "train.steps=2",
+        f"train.out_dir={tmp_path / 'run'}",
         "step.distill.loss=similarity_l1",
     ]
     assert main(["train", "--plugin", str(plugin), "--preset", "kd", *overrides]) == 0

@@ -26,7 +26,9 @@ from aced.models import TextConfig, TextEncoder, TwoTowerConfig, ViT, ViTConfig
 VIT = dict(
     image_size=32, patch_size=8, width=256, depth=2, mlp_dim=1024, num_heads=4, scan_layers=False
 )
-TEXT = dict(vocab_size=64, max_len=16, width=256, depth=2, mlp_dim=1024, num_heads=4, scan_layers=False)
+TEXT = dict(
+    vocab_size=64, max_len=16, width=256, depth=2, mlp_dim=1024, num_heads=4, scan_layers=False
+)
 
 
 def xla_flops(module, example) -> float:
@@ -64,7 +66,9 @@ def test_text_flops_match_xla(getkey, length, pool):
 def test_depth_adds_identical_blocks():
     shallow = ViTConfig(**{**VIT, "depth": 1})
     deep = dataclasses.replace(shallow, depth=5)
-    per_block = vit_forward_flops(dataclasses.replace(shallow, depth=2)) - vit_forward_flops(shallow)
+    per_block = vit_forward_flops(dataclasses.replace(shallow, depth=2)) - vit_forward_flops(
+        shallow
+    )
     assert vit_forward_flops(deep) == vit_forward_flops(shallow) + 4 * per_block
     # One block: 4 projections, QK^T and AV over P=16 tokens, and the MLP.
     assert per_block == 2 * 16 * 4 * 256 * 256 + 2 * 2 * 16 * 16 * 256 + 2 * 2 * 16 * 256 * 1024
@@ -93,12 +97,22 @@ def test_two_tower_is_sum_and_config_methods_agree():
 
 def _tower_configs():
     small = TwoTowerConfig.from_variants(
-        image_variant="mu/7", text_variant="mu", embed_dim=32, image_size=28, vocab_size=50,
-        max_len=8, image_overrides={"channels": 1},
+        image_variant="mu/7",
+        text_variant="mu",
+        embed_dim=32,
+        image_size=28,
+        vocab_size=50,
+        max_len=8,
+        image_overrides={"channels": 1},
     )
     large = TwoTowerConfig.from_variants(
-        image_variant="nano/7", text_variant="nano", embed_dim=48, image_size=28, vocab_size=50,
-        max_len=8, image_overrides={"channels": 1},
+        image_variant="nano/7",
+        text_variant="nano",
+        embed_dim=48,
+        image_size=28,
+        vocab_size=50,
+        max_len=8,
+        image_overrides={"channels": 1},
     )
     return small, large
 
@@ -112,8 +126,9 @@ def test_scoring_forwards_follow_the_views_a_score_reads():
     jest = SELECTION_RULES["jest"]
 
     def parts(score, **kw):
-        return train_step_flops(learner, reference, super_batch=B, sub_batch=b, score=score,
-                                rule=jest, n_chunks=4, **kw)
+        return train_step_flops(
+            learner, reference, super_batch=B, sub_batch=b, score=score, rule=jest, n_chunks=4, **kw
+        )
 
     both = parts(PAIR_SCORES["learnability"])
     assert both["scoring_learner"] == B * learner.forward_flops()
@@ -125,7 +140,10 @@ def test_scoring_forwards_follow_the_views_a_score_reads():
     hard = parts(PAIR_SCORES["hard_learner"])
     assert hard["scoring_reference"] == 0 and hard["selection"] == 2 * B * B * 32
     # a new two-view score costs what learnability costs: nothing is keyed on a name
-    margin = PairScore(("learner", "reference"), lambda l, r: l - 0.5 * r)
+    margin = PairScore(
+        ("learner", "reference"),
+        lambda learner_loss, reference_loss: learner_loss - 0.5 * reference_loss,
+    )
     assert parts(margin) == both
     cached = parts(PAIR_SCORES["learnability"], reference_cached=True)
     assert cached["scoring_reference"] == 0
@@ -133,12 +151,19 @@ def test_scoring_forwards_follow_the_views_a_score_reads():
     blocked = parts(PAIR_SCORES["learnability"], implementation="blocked")
     assert blocked["selection"] == 3 * (2 * 2 * B * 4 * 32 + 2 * 2 * B * 4 * 48)
     independent = train_step_flops(
-        learner, reference, super_batch=B, sub_batch=b, score=PAIR_SCORES["learnability"],
-        rule=SELECTION_RULES["independent"], n_chunks=4,
+        learner,
+        reference,
+        super_batch=B,
+        sub_batch=b,
+        score=PAIR_SCORES["learnability"],
+        rule=SELECTION_RULES["independent"],
+        n_chunks=4,
     )
     assert independent["selection"] == 0
-    assert all(p["total"] == sum(v for k, v in p.items() if k != "total")
-               for p in (both, easy, hard, blocked, independent))
+    assert all(
+        p["total"] == sum(v for k, v in p.items() if k != "total")
+        for p in (both, easy, hard, blocked, independent)
+    )
 
 
 def test_kd_flops_come_from_the_kd_loss_entry():
@@ -150,8 +175,9 @@ def test_kd_flops_come_from_the_kd_loss_entry():
     contrastive = 3 * 2 * b * b * 32
 
     def losses(name, **kw):
-        return train_step_flops(learner, reference, super_batch=b, sub_batch=b, score=None,
-                                kd=KD_LOSSES[name], **kw)
+        return train_step_flops(
+            learner, reference, super_batch=b, sub_batch=b, score=None, kd=KD_LOSSES[name], **kw
+        )
 
     for name in ("softmax", "softmax_kl", "sigmoid"):
         # the student's (b, b) logits forward and backward, the teacher's forward
@@ -164,7 +190,12 @@ def test_kd_flops_come_from_the_kd_loss_entry():
     assert online["teacher"] == b * reference.forward_flops()
     assert losses("softmax", reference_cached=True)["teacher"] == 0
     separate = train_step_flops(
-        learner, reference, super_batch=4 * b, sub_batch=b, score=None, kd=KD_LOSSES["softmax"],
+        learner,
+        reference,
+        super_batch=4 * b,
+        sub_batch=b,
+        score=None,
+        kd=KD_LOSSES["softmax"],
         kd_separate_batch=True,
     )
     assert separate["update"] == 3 * 2 * b * learner.forward_flops()

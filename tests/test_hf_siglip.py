@@ -93,9 +93,11 @@ def hf_checkpoint(tmp_path_factory):
     transformers = pytest.importorskip("transformers")
     directory = tmp_path_factory.mktemp("hf_siglip")
     torch.manual_seed(0)
-    model = transformers.SiglipModel(transformers.SiglipConfig(**{
-        k: v for k, v in hf_config_dict().items() if k != "model_type"
-    })).eval()
+    model = transformers.SiglipModel(
+        transformers.SiglipConfig(
+            **{k: v for k, v in hf_config_dict().items() if k != "model_type"}
+        )
+    ).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             noise = 0.3 * torch.randn_like(param)
@@ -104,7 +106,9 @@ def hf_checkpoint(tmp_path_factory):
         model.logit_bias.fill_(-3.0)
     model.save_pretrained(directory, safe_serialization=True)
     train_sentencepiece(directory / "spiece.model")
-    transformers.SiglipTokenizer(vocab_file=str(directory / "spiece.model")).save_pretrained(directory)
+    transformers.SiglipTokenizer(vocab_file=str(directory / "spiece.model")).save_pretrained(
+        directory
+    )
     return directory, model
 
 

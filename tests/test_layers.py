@@ -13,8 +13,19 @@ import pytest
 
 ROOT = pathlib.Path(__file__).parents[1] / "aced"
 LAYERS = {
-    "types": 0, "registry": 0, "models": 1, "losses": 2, "kernels": 3, "selection": 4,
-    "flops": 5, "data": 6, "eval": 7, "train": 8, "convert": 8, "cli": 9, "__main__": 9,
+    "types": 0,
+    "registry": 0,
+    "models": 1,
+    "losses": 2,
+    "kernels": 3,
+    "selection": 4,
+    "flops": 5,
+    "data": 6,
+    "eval": 7,
+    "train": 8,
+    "convert": 8,
+    "cli": 9,
+    "__main__": 9,
     "__init__": 9,
 }
 MAX_LINES = 300
@@ -41,7 +52,9 @@ def imports(path: pathlib.Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "aced"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aced":
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aced"
+        ):
             found |= {resolve(node.module, a.name) for a in node.names}
     return found - {"aced"}
 
@@ -67,7 +80,7 @@ def test_no_import_cycle():
         state[module] = 1
         for target in sorted(GRAPH.get(module, ())):
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target in GRAPH and state.get(target) is None:
                 visit(target, stack + [target])

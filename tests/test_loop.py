@@ -26,11 +26,11 @@ from aced.train.checkpoint import (
     read_meta,
     restore_checkpoint,
 )
+from aced.train.config import RunConfig, apply_overrides, preset
 from aced.train.learners import load_learner, template_state
 from aced.train.logs import TrainingDiverged
 from aced.train.loop import train
 from aced.train.reference import cache_reference_embeddings, check_reference
-from aced.train.config import RunConfig, apply_overrides, preset
 from aced.train.sharding import default_mesh
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -39,13 +39,25 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 # the settings of the reference preset, so that a reference trained here reuses
 # the IID runs' compiled step: the file compiles two steps (IID, ACED).
 MICRO = [
-    "model.image_variant=mu/14", "model.embed_dim=16", "model.max_len=12",
-    "data.super_batch_size=32", "data.size=256", "step.selection.filter_ratio=0.0",
+    "model.image_variant=mu/14",
+    "model.embed_dim=16",
+    "model.max_len=12",
+    "data.super_batch_size=32",
+    "data.size=256",
+    "step.selection.filter_ratio=0.0",
     "step.optim.warmup_steps=1",
-    "train.log_every=1", "train.checkpoint_every=2", "train.eval_per_task=8",
-    "train.eval_retrieval_size=8", "train.eval_batch_size=64", "train.progress=false",
-    "reference.image_variant=mu/14", "reference.text_variant=mu", "reference.train_steps=2",
-    "reference.curated_size=64", "reference.super_batch_size=32", "reference.warmup_steps=1",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "train.eval_per_task=8",
+    "train.eval_retrieval_size=8",
+    "train.eval_batch_size=64",
+    "train.progress=false",
+    "reference.image_variant=mu/14",
+    "reference.text_variant=mu",
+    "reference.train_steps=2",
+    "reference.curated_size=64",
+    "reference.super_batch_size=32",
+    "reference.warmup_steps=1",
 ]
 ACED = ["step.selection.filter_ratio=0.5", "step.selection.n_chunks=2"]
 
@@ -54,7 +66,9 @@ def micro_overrides(out_dir: pathlib.Path, steps: int, *extra: str) -> list[str]
     return [*MICRO, f"train.steps={steps}", f"train.out_dir={out_dir}", *extra]
 
 
-def micro_run(out_dir: pathlib.Path, steps: int, *extra: str, preset_name: str = "iid") -> RunConfig:
+def micro_run(
+    out_dir: pathlib.Path, steps: int, *extra: str, preset_name: str = "iid"
+) -> RunConfig:
     return apply_overrides(preset(preset_name), micro_overrides(out_dir, steps, *extra))
 
 
@@ -97,7 +111,10 @@ def test_run_logs_flops_checkpoints_and_exports(iid_run):
         assert r["flops"] > 0 and r["examples_per_s"] > 0
         assert r["flops_cumulative"] == pytest.approx(running, rel=1e-12)
     periodic, evaluation = [r for r in records(out) if "eval/average" in r]
-    assert periodic["step"] == 2 and periodic["flops_cumulative"] == train_records[1]["flops_cumulative"]
+    assert (
+        periodic["step"] == 2
+        and periodic["flops_cumulative"] == train_records[1]["flops_cumulative"]
+    )
     assert evaluation["step"] == 4 and evaluation["flops_cumulative"] == result["flops_cumulative"]
     assert set(json.loads((out / "eval.json").read_text())["scores"]) == {
         k.removeprefix("eval/") for k in evaluation if k.startswith("eval/")
@@ -108,8 +125,12 @@ def test_run_logs_flops_checkpoints_and_exports(iid_run):
     state, meta = full_state(out, run)
     assert int(state.step) == 4 and meta["data"] == {"epoch": 0, "position": 4 * 32}
     assert meta["flops_cumulative"] == result["flops_cumulative"]
-    exported = [np.asarray(x) for x in jax.tree.leaves(eqx.filter(load_model(out / "model"), eqx.is_array))]
-    assert_bitwise_equal(exported, [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state.learner, eqx.is_array))])
+    exported = [
+        np.asarray(x) for x in jax.tree.leaves(eqx.filter(load_model(out / "model"), eqx.is_array))
+    ]
+    assert_bitwise_equal(
+        exported, [np.asarray(x) for x in jax.tree.leaves(eqx.filter(state.learner, eqx.is_array))]
+    )
 
 
 def test_continued_run_is_bitwise_identical(iid_run, tmp_path):
@@ -134,11 +155,23 @@ def _start_cli(out: pathlib.Path, cache: pathlib.Path) -> subprocess.Popen:
         "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
-    command = [sys.executable, "-m", "aced", "train", "--preset", "iid", *micro_overrides(out, 10_000)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "aced",
+        "train",
+        "--preset",
+        "iid",
+        *micro_overrides(out, 10_000),
+    ]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
-def _signal_at_first_checkpoint(process: subprocess.Popen, out: pathlib.Path, sig: int) -> tuple[int, str]:
+def _signal_at_first_checkpoint(
+    process: subprocess.Popen, out: pathlib.Path, sig: int
+) -> tuple[int, str]:
     deadline = time.monotonic() + 300
     try:
         while not checkpoint_steps(out):
@@ -202,7 +235,9 @@ def test_nan_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monk
         return run
 
     monkeypatch.setattr(loop, "compiled_step", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"step 3: loss/contrastive is nan.*last good checkpoint is step 2"):
+    with pytest.raises(
+        TrainingDiverged, match=r"step 3: loss/contrastive is nan.*last good checkpoint is step 2"
+    ):
         train(micro_run(tmp_path, 6))
     assert checkpoint_steps(tmp_path) == [2]
     assert not (tmp_path / "model").exists()
@@ -237,7 +272,9 @@ def test_cached_embeddings_are_the_reference_embeddings(iid_run):
     # The evaluation's embedding path (one device, batches of 64, already compiled) as the truth.
     ids = np.array([0, 5, 17, 23])
     split = source.split
-    np.testing.assert_allclose(zimg[ids], embed_images(reference, split.images[ids], 1, 64), atol=1e-5)
+    np.testing.assert_allclose(
+        zimg[ids], embed_images(reference, split.images[ids], 1, 64), atol=1e-5
+    )
     tokens = tokenizer([split.captions[i] for i in ids])
     np.testing.assert_allclose(ztxt[ids], embed_texts(reference, tokens, 64), atol=1e-5)
 
@@ -248,7 +285,10 @@ def test_cached_embeddings_are_the_reference_embeddings(iid_run):
         (["train.stepz=3"], r"unknown config key 'train.stepz'"),
         (["train.steps=many"], r"train.steps='many' must be an integer"),
         (["step.selection.filter_ratio=1.0"], r"filter_ratio=1.0 must be in \[0, 1\)"),
-        (["step.selection.n_chunks=7"], r"n_select=64 .* must be divisible by selection.n_chunks=7"),
+        (
+            ["step.selection.n_chunks=7"],
+            r"n_select=64 .* must be divisible by selection.n_chunks=7",
+        ),
         (["data.size=100"], r"data.super_batch_size=256 exceeds the dataset's data.size=100"),
         (["step.method=iid"], r"distils|no KD term"),
     ],
@@ -264,8 +304,12 @@ def test_iid_with_cached_reference_embeddings_is_refused():
 
 
 def test_sub_batch_not_divisible_by_devices_fails_before_training(tmp_path):
-    run = micro_run(tmp_path / "run", 2, "data.super_batch_size=40", "step.selection.filter_ratio=0.5")
-    with pytest.raises(ValueError, match=r"sub-batch b=\(1-f\)\*B=20 must be divisible by the 8 devices"):
+    run = micro_run(
+        tmp_path / "run", 2, "data.super_batch_size=40", "step.selection.filter_ratio=0.5"
+    )
+    with pytest.raises(
+        ValueError, match=r"sub-batch b=\(1-f\)\*B=20 must be divisible by the 8 devices"
+    ):
         train(run)
     assert not (tmp_path / "run").exists()
 
@@ -275,13 +319,20 @@ def test_incompatible_reference_is_refused(tmp_path):
 
     def config(embed_dim: int, image_size: int) -> TwoTowerConfig:
         return TwoTowerConfig.from_variants(
-            image_variant="mu/14", text_variant="mu", embed_dim=embed_dim, image_size=image_size,
-            vocab_size=tokenizer.vocab_size, max_len=12, image_overrides={"channels": 1},
+            image_variant="mu/14",
+            text_variant="mu",
+            embed_dim=embed_dim,
+            image_size=image_size,
+            vocab_size=tokenizer.vocab_size,
+            max_len=12,
+            image_overrides={"channels": 1},
         )
 
     learner = config(16, 56)
     check_reference(config(32, 56), learner, width=None, origin="r")  # widths may differ
-    with pytest.raises(ValueError, match=r"reference r does not fit.*width 32, not reference.embed_dim=16"):
+    with pytest.raises(
+        ValueError, match=r"reference r does not fit.*width 32, not reference.embed_dim=16"
+    ):
         check_reference(config(32, 56), learner, width=16, origin="r")
     with pytest.raises(ValueError, match=r"reads 28px images"):
         check_reference(config(16, 28), learner, width=None, origin="r")
@@ -289,10 +340,18 @@ def test_incompatible_reference_is_refused(tmp_path):
 
     # Zero weights of the right shapes: no initialisation to compile.
     skeleton = eqx.filter_eval_shape(TwoTower, config(8, 56), key=jax.random.key(0))
-    zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, skeleton)
+    zeros = jax.tree.map(
+        lambda x: np.zeros(x.shape, x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x, skeleton
+    )
     save_model(zeros, tmp_path / "ref")
-    run = micro_run(tmp_path / "run", 2, *ACED, f"reference.path={tmp_path / 'ref'}", "reference.embed_dim=16",
-                    preset_name="smoke")
+    run = micro_run(
+        tmp_path / "run",
+        2,
+        *ACED,
+        f"reference.path={tmp_path / 'ref'}",
+        "reference.embed_dim=16",
+        preset_name="smoke",
+    )
     with pytest.raises(ValueError, match=r"embeds into width 8, not reference.embed_dim=16"):
         train(run)
 
@@ -302,5 +361,7 @@ def test_damaged_checkpoint_stops_the_resume(iid_run, tmp_path):
     shutil.copytree(out, tmp_path / "run")
     meta = tmp_path / "run" / CHECKPOINTS / "4" / "meta" / "metadata"
     meta.write_text(meta.read_text()[:10])
-    with pytest.raises(CheckpointError, match=r"checkpoints/4 cannot be restored.*older step \(2\)"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/4 cannot be restored.*older step \(2\)"
+    ):
         train(micro_run(tmp_path / "run", 6))

@@ -58,10 +58,18 @@ def batch(key, n=3):
 
 def test_decode_variant_table():
     assert decode_variant("S/16") == {
-        "width": 384, "depth": 12, "mlp_dim": 1536, "num_heads": 6, "patch_size": 16
+        "width": 384,
+        "depth": 12,
+        "mlp_dim": 1536,
+        "num_heads": 6,
+        "patch_size": 16,
     }
     assert decode_variant("So400m/14") == {
-        "width": 1152, "depth": 27, "mlp_dim": 4304, "num_heads": 16, "patch_size": 14
+        "width": 1152,
+        "depth": 27,
+        "mlp_dim": 4304,
+        "num_heads": 16,
+        "patch_size": 14,
     }
     assert decode_variant("B") == {"width": 768, "depth": 12, "mlp_dim": 3072, "num_heads": 12}
     assert decode_variant("mu/7")["patch_size"] == 7

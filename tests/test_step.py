@@ -12,21 +12,28 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import Mesh
+from step_problem import (
+    OPTIM,
+    B,
+    V,
+    aced_config,
+    sgd_state,
+    tiny_batch,
+    tiny_models,
+)
+from step_problem import (
+    step_config as method_preset,
+)
 
 from aced.losses import sigmoid_loss, softmax_kd
 from aced.models import TwoTower, TwoTowerConfig
-from aced.train.config import DistillConfig, OptimConfig, SelectionConfig
-from aced.train.state import SuperBatch, init_train_state
-from aced.train.sharding import replicate, shard_batch
+from aced.train.config import SelectionConfig
 from aced.train.curation import curate
+from aced.train.sharding import replicate, shard_batch
+from aced.train.state import SuperBatch, init_train_state
 from aced.train.step import make_train_step, step_flops, train_step
-
-from step_problem import (
-    B, OPTIM, V, aced_config, sgd_state, step_config as method_preset, tiny_batch, tiny_models,
-)
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -65,8 +72,9 @@ def test_iid_without_filtering_equals_plain_siglip_step(models, batch):
 
     def loss(trainable):
         m = eqx.combine(trainable, frozen)
-        return sigmoid_loss(m.embed_images(batch.images), m.embed_texts(batch.tokens),
-                            m.temperature, m.bias)
+        return sigmoid_loss(
+            m.embed_images(batch.images), m.embed_texts(batch.tokens), m.temperature, m.bias
+        )
 
     value, grads = jax.value_and_grad(loss)(trainable)
     with jax.numpy_dtype_promotion("standard"):
@@ -114,8 +122,9 @@ def test_global_selection_is_the_same_on_1_and_8_devices(models, batch, eight_de
 
 def test_step_compiles_once(models, batch):
     learner, reference = models
-    config = method_preset("aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2),
-                           optim=OPTIM)
+    config = method_preset(
+        "aced", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2), optim=OPTIM
+    )
     mesh = mesh_of(2)
 
     @eqx.filter_jit
@@ -132,7 +141,6 @@ def test_step_compiles_once(models, batch):
     assert metrics["loss/kd"] > 0
 
 
-
 def test_reference_gets_no_gradient(models, batch):
     """The reference enters the step only through `curate`'s view of it, under stop_gradient:
     a loss built on that view (the KD term) sends nothing back to the reference."""
@@ -146,7 +154,9 @@ def test_reference_gets_no_gradient(models, batch):
         ref = eqx.combine(ref_params, ref_static)
         _, view, _ = curate(jax.random.key(0), learner, ref, batch, config, mesh)
         if not stop:  # the same loss on embeddings that were not stopped: gradient flows
-            view = type(view)(ref.embed_images(batch.images), ref.embed_texts(batch.tokens), view.t, view.b)
+            view = type(view)(
+                ref.embed_images(batch.images), ref.embed_texts(batch.tokens), view.t, view.b
+            )
         logits = view.t * (view.zimg @ view.ztxt.T)
         return softmax_kd(view.t * (student[0] @ student[1].T), logits)
 
@@ -170,7 +180,9 @@ def test_cached_reference_embeddings_equal_online(models, batch):
     mesh = mesh_of(1)
     key = jax.random.key(5)
     a, _ = make_train_step(online, mesh)(init_train_state(learner, online, key), batch, reference)
-    b, _ = make_train_step(cached, mesh)(init_train_state(learner, cached, key), with_cache, reference)
+    b, _ = make_train_step(cached, mesh)(
+        init_train_state(learner, cached, key), with_cache, reference
+    )
     assert_trees_close(a.learner, b.learner)
     with pytest.raises(ValueError, match="cached"):
         make_train_step(cached, mesh)(init_train_state(learner, cached, key), batch, reference)
@@ -182,7 +194,7 @@ def test_local_scope_selects_within_each_shard(models, batch):
         "acid", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2, scope="local"), optim=OPTIM
     )
     n_dev = 4
-    idx = jax.jit(lambda k, l, r, bt: curate(k, l, r, bt, config, mesh_of(n_dev))[0])(
+    idx = jax.jit(lambda k, lrn, ref, bt: curate(k, lrn, ref, bt, config, mesh_of(n_dev))[0])(
         jax.random.key(1), learner, reference, batch
     )
     idx = np.asarray(idx).reshape(n_dev, -1)
@@ -202,7 +214,9 @@ def test_local_scope_selects_within_each_shard(models, batch):
     ],
 )
 def test_bad_geometry_is_rejected(filter_ratio, n_chunks, super_batch, devices, message):
-    config = method_preset("acid", selection=SelectionConfig(filter_ratio=filter_ratio, n_chunks=n_chunks))
+    config = method_preset(
+        "acid", selection=SelectionConfig(filter_ratio=filter_ratio, n_chunks=n_chunks)
+    )
     with pytest.raises(ValueError, match=message):
         config.check_shapes(super_batch, devices)
 
@@ -218,8 +232,13 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_devi
     out, port = tmp_path / "params.npz", str(free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(i), port, str(out)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(i), port, str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     logs = []
@@ -246,11 +265,22 @@ def test_step_flops_match_xla_cost_analysis(method):
     """
     wide = {"width": 256, "depth": 1, "mlp_dim": 1024, "num_heads": 4}
     config = TwoTowerConfig.from_variants(
-        image_variant="mu/7", text_variant="mu", embed_dim=128, image_size=28, vocab_size=V,
-        max_len=16, image_overrides={"channels": 1, **wide}, text_overrides=wide,
+        image_variant="mu/7",
+        text_variant="mu",
+        embed_dim=128,
+        image_size=28,
+        vocab_size=V,
+        max_len=16,
+        image_overrides={"channels": 1, **wide},
+        text_overrides=wide,
     )
-    learner, reference = TwoTower(config, key=jax.random.key(0)), TwoTower(config, key=jax.random.key(1))
-    step_config = method_preset(method, selection=SelectionConfig(filter_ratio=0.5, n_chunks=4), optim=OPTIM)
+    learner, reference = (
+        TwoTower(config, key=jax.random.key(0)),
+        TwoTower(config, key=jax.random.key(1)),
+    )
+    step_config = method_preset(
+        method, selection=SelectionConfig(filter_ratio=0.5, n_chunks=4), optim=OPTIM
+    )
     rng = np.random.default_rng(0)
     batch = SuperBatch(
         images=jnp.asarray(rng.standard_normal((B, 28, 28, 1)), jnp.float32),
@@ -261,7 +291,8 @@ def test_step_flops_match_xla_cost_analysis(method):
     mesh = mesh_of(1)
     compiled = (
         eqx.filter_jit(lambda s, bt, r: train_step(s, bt, r, step_config, mesh))
-        .lower(state, batch, reference).lowered.compile()
+        .lower(state, batch, reference)
+        .lowered.compile()
     )
     xla = compiled.cost_analysis()["flops"]
     analytic = step_flops(config, config, step_config, B)

@@ -162,9 +162,9 @@ def _caption_length(path: pathlib.Path, tok_config: dict[str, Any]) -> int:
             model_config = json.load(f)
         if "text_config" in model_config or model_config.get("model_type") == "siglip":
             text_config = model_config.get("text_config") or {}
-            return int(text_config.get(
-                "max_position_embeddings", TEXT_DEFAULTS["max_position_embeddings"]
-            ))
+            return int(
+                text_config.get("max_position_embeddings", TEXT_DEFAULTS["max_position_embeddings"])
+            )
         max_len = (model_config.get("text") or {}).get("max_len")  # an aced TwoTowerConfig
         if max_len is not None:
             return int(max_len)
@@ -219,7 +219,9 @@ def load_hf_tokenizer(directory: str | os.PathLike, max_len: int | None = None) 
         return TextTokenizer(backend, int(max_len), pad_id, eos_id, "right")
     if tokenizer_json.is_file():
         return load_tokenizer(
-            tokenizer_json, max_len=int(max_len), padding_side="right",
+            tokenizer_json,
+            max_len=int(max_len),
+            padding_side="right",
             pad_token=_token_content(tok_config.get("pad_token")),
         )
     raise FileNotFoundError(f"no spiece.model or tokenizer.json in {path}")

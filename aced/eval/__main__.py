@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         k = task.candidates.shape[1]
         first = [suite.prompt_sets[c][0] for c in task.candidates[0]]
         shown = ", ".join(f'"{p}"' for p in first[:4]) + (", ..." if k > 4 else "")
-        print(f"  {task.name:<22} n={len(task.labels):<5} K={k:<3} chance {task.chance:.3f}  {shown}")
+        print(
+            f"  {task.name:<22} n={len(task.labels):<5} K={k:<3} chance {task.chance:.3f}  {shown}"
+        )
     n = len(suite.retrieval.captions)
-    print(f"  retrieval              n={n} pairs, e.g. \"{suite.retrieval.captions[0]}\"")
+    print(f'  retrieval              n={n} pairs, e.g. "{suite.retrieval.captions[0]}"')
     if args.random_model:
         from aced.models import TwoTower, TwoTowerConfig
 

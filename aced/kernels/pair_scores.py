@@ -58,9 +58,7 @@ def _sums_kernel(
     row_hi_ref, row_lo_ref, col_hi_ref, col_lo_ref = refs[4 * n_views + 1 :]
 
     block_rows = row_refs[0].shape[0]
-    row_ids = pl.program_id(0) * block_rows + jax.lax.broadcasted_iota(
-        jnp.int32, (block_rows,), 0
-    )
+    row_ids = pl.program_id(0) * block_rows + jax.lax.broadcasted_iota(jnp.int32, (block_rows,), 0)
     rows = [(row_refs[2 * m][...], row_refs[2 * m + 1][...]) for m in range(n_views)]
     temps = [(params_ref[2 * m], params_ref[2 * m + 1]) for m in range(n_views)]
 

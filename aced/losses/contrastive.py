@@ -8,8 +8,8 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
 from beartype import beartype as typechecker
+from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
 
 
 def pair_logits(

@@ -176,7 +176,8 @@ def _feature(kind: Literal["cosine", "l2"]) -> Callable[[Embedded, Embedded, flo
     def fn(student: Embedded, teacher: Embedded, temperature: float) -> Array:
         del temperature  # embeddings, not logits
         return 0.5 * (
-            feature_kd(student.zimg, teacher.zimg, kind) + feature_kd(student.ztxt, teacher.ztxt, kind)
+            feature_kd(student.zimg, teacher.zimg, kind)
+            + feature_kd(student.ztxt, teacher.ztxt, kind)
         )
 
     fn.__name__ = f"kd_feature_{kind}"
@@ -184,10 +185,16 @@ def _feature(kind: Literal["cosine", "l2"]) -> Callable[[Embedded, Embedded, flo
 
 
 KD_LOSSES: dict[str, KDLoss] = {
-    "softmax": KDLoss(kd_softmax, False, logit_kd_flops, "open_clip soft cross-entropy, rows and columns"),
-    "softmax_kl": KDLoss(kd_softmax_kl, False, logit_kd_flops, "KL(teacher || student), rows and columns"),
+    "softmax": KDLoss(
+        kd_softmax, False, logit_kd_flops, "open_clip soft cross-entropy, rows and columns"
+    ),
+    "softmax_kl": KDLoss(
+        kd_softmax_kl, False, logit_kd_flops, "KL(teacher || student), rows and columns"
+    ),
     "sigmoid": KDLoss(kd_sigmoid, False, logit_kd_flops, "pair-wise BCE against sigmoid(teacher)"),
-    "feature": KDLoss(_feature("cosine"), True, about="1 - cosine between student and teacher embeddings"),
+    "feature": KDLoss(
+        _feature("cosine"), True, about="1 - cosine between student and teacher embeddings"
+    ),
     "feature_l2": KDLoss(_feature("l2"), True, about="squared distance of normalised embeddings"),
 }
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from beartype import beartype as typechecker
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Float, Int, ScalarLike, jaxtyped
+from jaxtyping import Array, Float, ScalarLike, jaxtyped
 
 from aced.losses.contrastive import pair_labels, pair_logits, softmax_loss
 from aced.registry import lookup, register

@@ -146,7 +146,9 @@ def _linear(state: Mapping[str, np.ndarray], hf: str, aced: str) -> dict[str, np
     return {f"{aced}.weight": state[f"{hf}.weight"], f"{aced}.bias": state[f"{hf}.bias"]}
 
 
-def _encoder(state: Mapping[str, np.ndarray], hf: str, aced: str, depth: int) -> dict[str, np.ndarray]:
+def _encoder(
+    state: Mapping[str, np.ndarray], hf: str, aced: str, depth: int
+) -> dict[str, np.ndarray]:
     """HF ``encoder.layers.{i}`` -> aced stacked blocks (leading depth axis)."""
     names = {
         "layer_norm1": "norm1",
@@ -259,7 +261,9 @@ def from_hf_siglip(directory: str | os.PathLike) -> TwoTower:
     """
     path = pathlib.Path(directory)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path / 'config.json'} not found; is {path} a SiglipModel checkpoint?")
+        raise FileNotFoundError(
+            f"{path / 'config.json'} not found; is {path} a SiglipModel checkpoint?"
+        )
     with open(path / "config.json") as f:
         config = hf_siglip_config(json.load(f))
     state = _ReadTracker(_read_safetensors(path))
@@ -273,6 +277,8 @@ def from_hf_siglip(directory: str | os.PathLike) -> TwoTower:
     # position_ids are index buffers some older checkpoints saved, not weights.
     unused = sorted(k for k in set(state) - state.read if not k.endswith("position_ids"))
     if unused:
-        raise ValueError(f"weights not understood by the import (architecture mismatch?): {unused[:5]}")
+        raise ValueError(
+            f"weights not understood by the import (architecture mismatch?): {unused[:5]}"
+        )
     skeleton = eqx.filter_eval_shape(TwoTower, config, key=jax.random.key(0))
     return arrays_to_tree(skeleton, arrays)

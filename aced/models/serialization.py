@@ -134,7 +134,9 @@ def write_checkpoint(
         )
         for extra in map(pathlib.Path, extra_files):
             if extra.name in (CONFIG_FILE, ARRAYS_FILE):
-                raise ValueError(f"extra file {extra} would overwrite the checkpoint's own {extra.name}")
+                raise ValueError(
+                    f"extra file {extra} would overwrite the checkpoint's own {extra.name}"
+                )
             shutil.copyfile(extra, tmp / extra.name)
         if out.exists():
             old = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -57,9 +57,7 @@ class TextConfig:
             num_heads=self.num_heads,
         )
         if self.width % self.num_heads:
-            raise ValueError(
-                f"width={self.width} is not divisible by num_heads={self.num_heads}"
-            )
+            raise ValueError(f"width={self.width} is not divisible by num_heads={self.num_heads}")
         if self.pool not in TEXT_POOLS:
             raise ValueError(f"pool={self.pool!r} must be one of {TEXT_POOLS}")
         if self.out_dim is not None:
@@ -83,9 +81,7 @@ class TextConfig:
         """
         params = decode_variant(variant)
         if "patch_size" in params:
-            raise ValueError(
-                f"text variant {variant!r} has a patch size; drop the '/...' suffix"
-            )
+            raise ValueError(f"text variant {variant!r} has a patch size; drop the '/...' suffix")
         return cls(vocab_size=vocab_size, max_len=max_len, **{**params, **overrides})
 
     @property

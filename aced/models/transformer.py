@@ -108,7 +108,9 @@ class MultiheadAttention(eqx.Module):
         if inputs is None:
             # (T, W) . (W, 3W) -> (T, 3W): one product reads the input once.
             projection = Linear(
-                weight=jnp.concatenate([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
+                weight=jnp.concatenate(
+                    [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+                ),
                 bias=jnp.concatenate([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
             )
             qkv = projection(queries)
@@ -157,9 +159,7 @@ class TransformerBlock(eqx.Module):
     norm2: eqx.nn.LayerNorm
     mlp: Mlp
 
-    def __init__(
-        self, width: int, mlp_dim: int, num_heads: int, eps: float, *, key: PRNGKeyArray
-    ):
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, eps: float, *, key: PRNGKeyArray):
         akey, mkey = jax.random.split(key)
         self.norm1 = eqx.nn.LayerNorm(width, eps=eps)
         self.attention = MultiheadAttention(width, num_heads, key=akey)

@@ -74,7 +74,9 @@ class TwoTowerConfig:
         **Returns:** the `TwoTowerConfig`.
         """
         image = ViTConfig.from_variant(
-            image_variant, image_size=image_size, **{"out_dim": embed_dim, **(image_overrides or {})}
+            image_variant,
+            image_size=image_size,
+            **{"out_dim": embed_dim, **(image_overrides or {})},
         )
         text = TextConfig.from_variant(
             text_variant,

@@ -77,9 +77,7 @@ class ViTConfig:
                 f"{self.patch_size}; pick an image size that is a multiple of the patch size"
             )
         if self.width % self.num_heads:
-            raise ValueError(
-                f"width={self.width} is not divisible by num_heads={self.num_heads}"
-            )
+            raise ValueError(f"width={self.width} is not divisible by num_heads={self.num_heads}")
         if self.pool not in POOLS:
             raise ValueError(f"pool={self.pool!r} must be one of {POOLS}")
         if self.posemb not in POSEMBS:
@@ -135,7 +133,9 @@ class ViTConfig:
         flops = 2 * patches * (self.patch_size * self.patch_size * self.channels) * self.width
         flops += encoder_flops(patches, self.width, self.depth, self.mlp_dim)
         if self.pool == "map":
-            flops += attention_flops(1, patches, self.width) + mlp_flops(1, self.width, self.mlp_dim)
+            flops += attention_flops(1, patches, self.width) + mlp_flops(
+                1, self.width, self.mlp_dim
+            )
         if self.out_dim is not None:
             flops += 2 * self.width * self.out_dim
         return flops
@@ -197,9 +197,7 @@ class MAPHead(eqx.Module):
     norm: eqx.nn.LayerNorm
     mlp: Mlp
 
-    def __init__(
-        self, width: int, mlp_dim: int, num_heads: int, eps: float, *, key: PRNGKeyArray
-    ):
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, eps: float, *, key: PRNGKeyArray):
         pkey, akey, mkey = jax.random.split(key, 3)
         self.probe = jax.nn.initializers.xavier_uniform()(pkey, (1, width), jnp.float32)
         self.attention = MultiheadAttention(width, num_heads, key=akey)

@@ -13,7 +13,13 @@ from beartype import beartype as typechecker
 from jaxtyping import Array, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import BlockSizes, blocked_pair_score_sums, tiled_pair_score_diagonal
-from aced.selection.jest import SelectionRule, check_counts, check_finite, select_chunks, selection_rule
+from aced.selection.jest import (
+    SelectionRule,
+    check_counts,
+    check_finite,
+    select_chunks,
+    selection_rule,
+)
 from aced.selection.scores import PairScore, pair_score
 from aced.types import Embedded, check_views
 

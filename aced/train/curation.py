@@ -50,11 +50,18 @@ def select_indices(
         return independent_select(key, scores, n_select, rule=rule)
     if sel.implementation_for(learner.zimg.shape[0]) == "blocked":
         return joint_select_blocked(
-            key, learner, reference, score, n_select, sel.n_chunks,
-            interpret=sel.interpret, rule=rule,
+            key,
+            learner,
+            reference,
+            score,
+            n_select,
+            sel.n_chunks,
+            interpret=sel.interpret,
+            rule=rule,
         )
-    return joint_select(key, score_matrix(learner, reference, score), n_select, sel.n_chunks,
-                        rule=rule)
+    return joint_select(
+        key, score_matrix(learner, reference, score), n_select, sel.n_chunks, rule=rule
+    )
 
 
 def _fields(view: Embedded) -> tuple[Array, Array, Array, Array]:
@@ -62,8 +69,12 @@ def _fields(view: Embedded) -> tuple[Array, Array, Array, Array]:
 
 
 def _select(
-    key: PRNGKeyArray, learner: Embedded, reference: Embedded, n_select: int,
-    config: StepConfig, mesh: Mesh,
+    key: PRNGKeyArray,
+    learner: Embedded,
+    reference: Embedded,
+    n_select: int,
+    config: StepConfig,
+    mesh: Mesh,
 ) -> Int[Array, " b"]:
     if config.selection.scope == "global":
         return select_indices(key, learner, reference, n_select, config)
@@ -72,8 +83,9 @@ def _select(
     def local(key, learner, reference):
         learner, reference = Embedded(*learner), Embedded(*reference)
         shard = jax.lax.axis_index(AXIS)
-        idx = select_indices(jax.random.fold_in(key, shard), learner, reference,
-                             n_select // n_dev, config)
+        idx = select_indices(
+            jax.random.fold_in(key, shard), learner, reference, n_select // n_dev, config
+        )
         return idx + shard * learner.zimg.shape[0]
 
     spec = (P(AXIS), P(AXIS), P(), P())

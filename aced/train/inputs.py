@@ -34,24 +34,40 @@ def build_tokenizer(run: RunConfig) -> TextTokenizer:
     return builtin_tokenizer(max_len=run.model.max_len)
 
 
+def _builtin(data: DataConfig) -> ExampleSource:
+    make = {"web": web_split, "curated": curated_split}[data.split]
+    return SceneSource(make(data.size, seed=data.seed))
+
+
+def _columns(data: DataConfig, *names: str) -> dict[str, str]:
+    return {name: getattr(data, name) for name in names if getattr(data, name)}
+
+
+def _files(load: str, *columns: str) -> Callable[[DataConfig], ExampleSource]:
+    """A loader of `aced.data.hf` (imported only when used: it brings HF datasets)."""
+
+    def build(data: DataConfig) -> ExampleSource:
+        from aced.data import hf
+
+        return getattr(hf, load)(data.path, **_columns(data, *columns))
+
+    return build
+
+
+# data.source -> how its examples are built.
+DATA_SOURCES: dict[str, Callable[[DataConfig], ExampleSource]] = {
+    "builtin": _builtin,
+    "parquet": _files("load_parquet", "image_column", "caption_column"),
+    "csv": _files("load_csv", "image_column", "caption_column"),
+    "imagefolder": _files("load_imagefolder", "caption_column"),
+    "webdataset": _files("load_webdataset"),
+}
+
+
 def build_source(data: DataConfig) -> ExampleSource:
     """The training examples named by ``data`` (built-in scenes or files read with HF datasets)."""
-    if data.source == "builtin":
-        make = web_split if data.split == "web" else curated_split
-        return SceneSource(make(data.size, seed=data.seed))
-    from aced.data import hf
-
-    columns = {"image_column": data.image_column, "caption_column": data.caption_column}
-    if data.source == "parquet":
-        source = hf.load_parquet(data.path, **{k: v for k, v in columns.items() if v})
-    elif data.source == "csv":
-        source = hf.load_csv(data.path, **{k: v for k, v in columns.items() if v})
-    elif data.source == "imagefolder":
-        captions = {"caption_column": data.caption_column} if data.caption_column else {}
-        source = hf.load_imagefolder(data.path, **captions)
-    else:
-        source = hf.load_webdataset(data.path)
-    if data.super_batch_size > len(source):
+    source = DATA_SOURCES[data.source](data)
+    if data.source != "builtin" and data.super_batch_size > len(source):
         raise ValueError(
             f"data.super_batch_size={data.super_batch_size} exceeds the {len(source)} examples of "
             f"{data.path}; lower the super-batch or use more data"

@@ -30,9 +30,7 @@ TOKENIZER_FILE = "tokenizer.json"
 RUN_CONFIG_FILE = "run_config.json"
 
 
-def template_state(
-    model: TwoTowerConfig, run: RunConfig, teacher_width: int | None
-) -> TrainState:
+def template_state(model: TwoTowerConfig, run: RunConfig, teacher_width: int | None) -> TrainState:
     """The abstract (``jax.ShapeDtypeStruct``) `TrainState` of a run, to restore
     checkpoints into."""
 

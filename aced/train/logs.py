@@ -36,8 +36,11 @@ class MetricsLog:
             return
         self.path = run_dir / METRICS_FILE
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.file = self.path.open("a")
         from tensorboardX import SummaryWriter

@@ -137,15 +137,26 @@ def train(run: RunConfig) -> dict[str, Any]:
     cache = None
     if run.step.reference_embeddings == "cached":
         image = reference.config.image
-        say(f"embedding the {len(source)} training examples with the reference once "
-            f"({image.image_size}px)")
+        say(
+            f"embedding the {len(source)} training examples with the reference once "
+            f"({image.image_size}px)"
+        )
         cache = cache_reference_embeddings(
-            frozen, source, reference_tokenizer(reference, run.reference.path or None, tokenizer),
-            image_size=image.image_size, channels=image.channels, mesh=mesh,
+            frozen,
+            source,
+            reference_tokenizer(reference, run.reference.path or None, tokenizer),
+            image_size=image.image_size,
+            channels=image.channels,
+            mesh=mesh,
         )
     batches = BatchIterator(
-        source, tokenizer, batch_size=B, seed=run.data.seed, image_size=run.model.image_size,
-        channels=run.model.channels, state=data_state,
+        source,
+        tokenizer,
+        batch_size=B,
+        seed=run.data.seed,
+        image_size=run.model.image_size,
+        channels=run.model.channels,
+        state=data_state,
     )
     suite = build_eval_suite(run)
     step_fn = compiled_step(run.step, mesh)
@@ -154,9 +165,12 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     def meta(metrics: dict[str, float]) -> dict[str, Any]:
         return {
-            "data": batches.state.to_dict(), "run_config": to_dict(run),
-            "model": learner_config.to_dict(), "teacher_width": teacher_width,
-            "flops_cumulative": flops_total, "metrics": metrics,
+            "data": batches.state.to_dict(),
+            "run_config": to_dict(run),
+            "model": learner_config.to_dict(),
+            "teacher_width": teacher_width,
+            "flops_cumulative": flops_total,
+            "metrics": metrics,
         }
 
     def evaluate_now(step: int) -> dict[str, float]:
@@ -173,8 +187,14 @@ def train(run: RunConfig) -> dict[str, Any]:
     step, last_saved = start, start
     interrupted = False
     window_start, window_steps = time.perf_counter(), 0
-    bar = tqdm(total=run.train.steps, initial=start, desc=run.step.method, unit="step",
-               disable=not (run.train.progress and main_process), dynamic_ncols=True)
+    bar = tqdm(
+        total=run.train.steps,
+        initial=start,
+        desc=run.step.method,
+        unit="step",
+        disable=not (run.train.progress and main_process),
+        dynamic_ncols=True,
+    )
     try:
         with StopRequest() as stop:
             while step < run.train.steps:
@@ -186,17 +206,20 @@ def train(run: RunConfig) -> dict[str, Any]:
                 window_steps += 1
                 if not all(math.isfinite(v) for v in host.values()):
                     log.write(step, {"flops_cumulative": flops_total, **host})
-                    where = (f"The last good checkpoint is step {last_saved} in "
-                             f"{out / 'checkpoints'}." if last_saved
-                             else "No checkpoint was saved before.")
+                    where = (
+                        f"The last good checkpoint is step {last_saved} in {out / 'checkpoints'}."
+                        if last_saved
+                        else "No checkpoint was saved before."
+                    )
                     check_finite(host, step, where)
                 elapsed = time.perf_counter() - window_start
                 rate = B * window_steps / max(elapsed, 1e-9)
                 bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
                 if step % run.train.log_every == 0 or step == run.train.steps:
-                    log.write(step, {"flops_cumulative": flops_total, "examples_per_s": rate,
-                                     **host})
+                    log.write(
+                        step, {"flops_cumulative": flops_total, "examples_per_s": rate, **host}
+                    )
                     window_start, window_steps = time.perf_counter(), 0
                 every = run.train.eval_every
                 if every and step % every == 0 and step != run.train.steps:
@@ -206,8 +229,10 @@ def train(run: RunConfig) -> dict[str, Any]:
                     last_saved = step
                 if stop.signal:
                     interrupted = True
-                    say(f"stopped at step {step}: checkpoint saved in {out / 'checkpoints'}; "
-                        "rerun the same command to resume")
+                    say(
+                        f"stopped at step {step}: checkpoint saved in {out / 'checkpoints'}; "
+                        "rerun the same command to resume"
+                    )
                     break
         scores = {} if interrupted else evaluate_now(step)
     finally:
@@ -216,7 +241,10 @@ def train(run: RunConfig) -> dict[str, Any]:
         manager.close()
 
     result: dict[str, Any] = {
-        "step": step, "interrupted": interrupted, "flops_cumulative": flops_total, **host,
+        "step": step,
+        "interrupted": interrupted,
+        "flops_cumulative": flops_total,
+        **host,
     }
     if interrupted:
         return result
@@ -225,9 +253,17 @@ def train(run: RunConfig) -> dict[str, Any]:
         return result
     if suite is not None:
         plain = {k.removeprefix("eval/"): v for k, v in scores.items()}
-        write_json(plain, out / EVAL_FILE, suite=suite,
-                   metadata={"run_dir": str(out), "step": step, "flops_cumulative": flops_total,
-                             "method": run.step.method})
+        write_json(
+            plain,
+            out / EVAL_FILE,
+            suite=suite,
+            metadata={
+                "run_dir": str(out),
+                "step": step,
+                "flops_cumulative": flops_total,
+                "method": run.step.method,
+            },
+        )
     save_tokenizer(tokenizer, out / TOKENIZER_FILE)
     save_model(on_one_device(state.learner), out / MODEL_DIR, extra_files=(out / TOKENIZER_FILE,))
     return result

@@ -29,7 +29,11 @@ HF_TOKENIZER_MARKERS = ("spiece.model", "tokenizer_config.json")
 
 
 def check_reference(
-    reference: TwoTowerConfig, learner: TwoTowerConfig, *, width: int | None, origin: str,
+    reference: TwoTowerConfig,
+    learner: TwoTowerConfig,
+    *,
+    width: int | None,
+    origin: str,
     cached: bool = False,
 ) -> None:
     """Raise unless `reference` has the declared `width` and, unless `cached`,
@@ -181,14 +185,19 @@ def prepare_reference(
         ref_run = reference_run(run)
         model_dir = pathlib.Path(ref_run.train.out_dir) / MODEL_DIR
         if not is_model_dir(model_dir):
-            say(f"no reference.path given: training a reference on the curated split in "
-                f"{ref_run.train.out_dir}")
+            say(
+                f"no reference.path given: training a reference on the curated split in "
+                f"{ref_run.train.out_dir}"
+            )
             result = train(ref_run)
             if result["interrupted"]:
                 return None
         model, origin = load_model(model_dir), str(model_dir)
     check_reference(
-        model.config, learner, width=run.reference.embed_dim, origin=origin,
+        model.config,
+        learner,
+        width=run.reference.embed_dim,
+        origin=origin,
         cached=run.step.reference_embeddings == "cached",
     )
     return model, origin

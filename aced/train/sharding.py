@@ -52,8 +52,12 @@ def shard_batch(batch: SuperBatch, mesh: Mesh) -> SuperBatch:
 
 
 def embed_sharded(
-    model: TwoTower, images: Float[Array, "n H W C"], tokens: Int[Array, "n L"], mesh: Mesh,
-    *, batch_size: int | None = None,
+    model: TwoTower,
+    images: Float[Array, "n H W C"],
+    tokens: Int[Array, "n L"],
+    mesh: Mesh,
+    *,
+    batch_size: int | None = None,
 ) -> tuple[Float[Array, "n D"], Float[Array, "n D"]]:
     """Both towers' embeddings, each device embedding its shard of the batch
     `batch_size` examples at a time (None: the towers' default)."""
@@ -61,8 +65,10 @@ def embed_sharded(
 
     def local(params, images, tokens):
         m = eqx.combine(params, static)
-        return (m.embed_images(images, batch_size=batch_size),
-                m.embed_texts(tokens, batch_size=batch_size))
+        return (
+            m.embed_images(images, batch_size=batch_size),
+            m.embed_texts(tokens, batch_size=batch_size),
+        )
 
     return jax.shard_map(
         local, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(AXIS), P(AXIS))

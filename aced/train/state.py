@@ -61,14 +61,19 @@ def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
         )
     elif warmup:
         schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, config.learning_rate, warmup),
-             optax.constant_schedule(config.learning_rate)],
+            [
+                optax.linear_schedule(0.0, config.learning_rate, warmup),
+                optax.constant_schedule(config.learning_rate),
+            ],
             [warmup],
         )
     else:
         schedule = optax.constant_schedule(config.learning_rate)
     adamw = optax.adamw(
-        schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+        schedule,
+        b1=config.b1,
+        b2=config.b2,
+        eps=config.eps,
         weight_decay=config.weight_decay,
         mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params),
     )
@@ -101,8 +106,10 @@ def init_train_state(
     projection = None
     student_width = learner.config.embed_dim
     if (
-        config.uses_kd and kd_loss(config.distill.loss).needs_projection
-        and teacher_width is not None and teacher_width != student_width
+        config.uses_kd
+        and kd_loss(config.distill.loss).needs_projection
+        and teacher_width is not None
+        and teacher_width != student_width
     ):
         projection = eqx.nn.Linear(student_width, teacher_width, key=proj_key)
     optimizer = make_optimizer(config.optim) if optimizer is None else optimizer

@@ -40,15 +40,23 @@ def step_flops(
     groups = n_devices if sel.scope == "local" else 1
     kd = kd_loss(config.distill.loss) if config.uses_kd else None
     return train_step_flops(
-        learner, reference,
-        super_batch=super_batch, sub_batch=config.sub_batch_size(super_batch),
+        learner,
+        reference,
+        super_batch=super_batch,
+        sub_batch=config.sub_batch_size(super_batch),
         score=pair_score(sel.score) if config.uses_selection else None,
         rule=selection_rule(sel.rule),
         implementation=sel.implementation_for(super_batch // groups),
-        n_chunks=sel.n_chunks, reference_cached=config.reference_embeddings == "cached",
-        kd=kd, selection_groups=groups,
-        kd_separate_batch=config.uses_kd and config.uses_selection and config.distill.batch == "iid",
-        projection=kd is not None and kd.needs_projection and learner.embed_dim != reference.embed_dim,
+        n_chunks=sel.n_chunks,
+        reference_cached=config.reference_embeddings == "cached",
+        kd=kd,
+        selection_groups=groups,
+        kd_separate_batch=config.uses_kd
+        and config.uses_selection
+        and config.distill.batch == "iid",
+        projection=kd is not None
+        and kd.needs_projection
+        and learner.embed_dim != reference.embed_dim,
     )
 
 
@@ -57,8 +65,12 @@ def _kd_term(
 ) -> Float[Array, ""]:
     entry = kd_loss(config.distill.loss)
     if entry.needs_projection and projection is not None:
-        student = Embedded(jax.vmap(projection)(student.zimg), jax.vmap(projection)(student.ztxt),
-                           student.t, student.b)
+        student = Embedded(
+            jax.vmap(projection)(student.zimg),
+            jax.vmap(projection)(student.ztxt),
+            student.t,
+            student.b,
+        )
     return entry.fn(student, teacher, config.distill.temperature)
 
 
@@ -102,8 +114,9 @@ def learner_update(
         if config.uses_kd:
             student = embedded(learner, zimg, ztxt)
             if kd_images is not None:
-                student = embedded(learner, *embed_sharded(
-                    learner, kd_images, kd_tokens, mesh, batch_size=whole))
+                student = embedded(
+                    learner, *embed_sharded(learner, kd_images, kd_tokens, mesh, batch_size=whole)
+                )
             losses["kd"] = config.distill.weight * _kd_term(config, projection, student, teacher)
         return sum(losses.values()), losses
 
@@ -158,8 +171,12 @@ def train_step(
             kd_images = take(batch.images, kd_idx, mesh)
             kd_tokens = take(batch.tokens, kd_idx, mesh)
         if ref_all is not None:
-            teacher_sub = Embedded(zimg=take(ref_all.zimg, kd_idx, mesh),
-                                   ztxt=take(ref_all.ztxt, kd_idx, mesh), t=ref_all.t, b=ref_all.b)
+            teacher_sub = Embedded(
+                zimg=take(ref_all.zimg, kd_idx, mesh),
+                ztxt=take(ref_all.ztxt, kd_idx, mesh),
+                t=ref_all.t,
+                b=ref_all.b,
+            )
         else:  # KD without selection, online: the teacher embeds only the sub-batch
             ki = images if kd_images is None else kd_images
             kt = tokens if kd_tokens is None else kd_tokens
@@ -198,4 +215,3 @@ def make_train_step(config: StepConfig, mesh: Mesh | None = None) -> Callable:
         return train_step(state, batch, reference, config, mesh)
 
     return step
-

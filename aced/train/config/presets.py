@@ -45,12 +45,21 @@ def _smoke() -> RunConfig:
         step=step,
         data=DataConfig(size=2048, super_batch_size=64),
         train=TrainConfig(
-            steps=20, log_every=5, checkpoint_every=10, eval_per_task=40, eval_retrieval_size=40,
-            eval_batch_size=200, out_dir="runs/smoke",
+            steps=20,
+            log_every=5,
+            checkpoint_every=10,
+            eval_per_task=40,
+            eval_retrieval_size=40,
+            eval_batch_size=200,
+            out_dir="runs/smoke",
         ),
         reference=ReferenceConfig(
-            image_variant="mu/7", text_variant="mu", train_steps=20, curated_size=1024,
-            super_batch_size=32, warmup_steps=5,
+            image_variant="mu/7",
+            text_variant="mu",
+            train_steps=20,
+            curated_size=1024,
+            super_batch_size=32,
+            warmup_steps=5,
         ),
     )
 
@@ -64,7 +73,9 @@ def _reference() -> RunConfig:
             optim=OptimConfig(learning_rate=ref.learning_rate),
         ),
         model=ModelConfig(image_variant=ref.image_variant, text_variant=ref.text_variant),
-        data=DataConfig(split="curated", size=ref.curated_size, super_batch_size=ref.super_batch_size),
+        data=DataConfig(
+            split="curated", size=ref.curated_size, super_batch_size=ref.super_batch_size
+        ),
         train=TrainConfig(steps=ref.train_steps, out_dir="runs/reference"),
     )
 
@@ -119,5 +130,6 @@ def reference_run(run: RunConfig) -> RunConfig:
         checkpoint_every=min(run.train.checkpoint_every, ref.train_steps),
         out_dir=str(pathlib.Path(run.train.out_dir) / "reference"),
     )
-    return RunConfig(step=replace(base.step, optim=optim), model=model, data=data, train=train,
-                     reference=ref)
+    return RunConfig(
+        step=replace(base.step, optim=optim), model=model, data=data, train=train, reference=ref
+    )

@@ -35,12 +35,20 @@ def _check_tower(name: str, variant: str, image_size: int | None) -> None:
 class ModelConfig:
     """The learner: two towers projected to one embedding width."""
 
-    image_variant: str = help_field("image tower, size/patch (aced.models.variants): mu/7, nano/7, S/16", default="mu/7")
+    image_variant: str = help_field(
+        "image tower, size/patch (aced.models.variants): mu/7, nano/7, S/16", default="mu/7"
+    )
     text_variant: str = help_field("text tower size: mu, nano, S", default="mu")
     embed_dim: int = help_field("D: width of the shared image-text embedding space", default=64)
-    image_size: int = help_field("input image side in pixels (56 for the built-in scenes)", default=BUILTIN_IMAGE_SIZE)
-    channels: int = help_field("input channels (1: grey, as the built-in scenes; 3: RGB)", default=1)
-    max_len: int | None = help_field("L: tokens per caption (none: the tokenizer's own length)", default=None)
+    image_size: int = help_field(
+        "input image side in pixels (56 for the built-in scenes)", default=BUILTIN_IMAGE_SIZE
+    )
+    channels: int = help_field(
+        "input channels (1: grey, as the built-in scenes; 3: RGB)", default=1
+    )
+    max_len: int | None = help_field(
+        "L: tokens per caption (none: the tokenizer's own length)", default=None
+    )
 
     def __post_init__(self) -> None:
         check_positive("model.embed_dim", self.embed_dim)
@@ -48,7 +56,9 @@ class ModelConfig:
         if self.channels not in (1, 3):
             raise ValueError(f"model.channels={self.channels} must be 1 or 3")
         if self.max_len is not None and self.max_len < 2:
-            raise ValueError(f"model.max_len={self.max_len} must be >= 2 (one word and <eos>), or none")
+            raise ValueError(
+                f"model.max_len={self.max_len} must be >= 2 (one word and <eos>), or none"
+            )
         _check_tower("model.image_variant", self.image_variant, self.image_size)
         _check_tower("model.text_variant", self.text_variant, None)
 
@@ -70,19 +80,27 @@ class DataConfig:
     """Where the training examples come from and how they are batched."""
 
     source: Literal["builtin", "parquet", "imagefolder", "webdataset", "csv"] = help_field(
-        "builtin: Fashion-MNIST scenes made in memory; or files read with HF datasets", default="builtin"
+        "builtin: Fashion-MNIST scenes made in memory; or files read with HF datasets",
+        default="builtin",
     )
     split: Literal["web", "curated"] = help_field(
-        "built-in split: web (noisy, the learner's data) or curated (clean, references)", default="web"
+        "built-in split: web (noisy, the learner's data) or curated (clean, references)",
+        default="web",
     )
     size: int = help_field("built-in scenes to make for the split", default=10000)
-    path: str | None = help_field("files (parquet/csv/webdataset, globs allowed) or folder (imagefolder)", default=None)
-    image_column: str | None = help_field("image column of parquet / csv data (none: the format's default)", default=None)
+    path: str | None = help_field(
+        "files (parquet/csv/webdataset, globs allowed) or folder (imagefolder)", default=None
+    )
+    image_column: str | None = help_field(
+        "image column of parquet / csv data (none: the format's default)", default=None
+    )
     caption_column: str | None = help_field(
-        "caption column of parquet / csv / imagefolder data (none: the format's default)", default=None
+        "caption column of parquet / csv / imagefolder data (none: the format's default)",
+        default=None,
     )
     tokenizer: str | None = help_field(
-        "tokenizer.json to use (none: the built-in word tokenizer of the scene captions)", default=None
+        "tokenizer.json to use (none: the built-in word tokenizer of the scene captions)",
+        default=None,
     )
     super_batch_size: int = help_field("B: examples drawn per step, before selection", default=256)
     seed: int = help_field("seed of the scenes and of the shuffling", default=0)
@@ -92,7 +110,9 @@ class DataConfig:
         check_positive("data.size", self.size)
         check_positive("data.super_batch_size", self.super_batch_size)
         if self.source in FILE_SOURCES and not self.path:
-            raise ValueError(f"data.source={self.source!r} reads files: set data.path=<files or folder>")
+            raise ValueError(
+                f"data.source={self.source!r} reads files: set data.path=<files or folder>"
+            )
         if self.source == "builtin" and self.super_batch_size > self.size:
             raise ValueError(
                 f"data.super_batch_size={self.super_batch_size} exceeds the dataset's "
@@ -107,13 +127,23 @@ class TrainConfig:
     steps: int = help_field("training steps", default=300)
     log_every: int = help_field("write metrics every this many steps", default=10)
     eval_every: int = help_field("evaluate every this many steps (0: only at the end)", default=0)
-    eval_per_task: int = help_field("images per zero-shot task of the evaluation suite", default=200)
-    eval_retrieval_size: int = help_field("image-caption pairs of the retrieval evaluation", default=500)
+    eval_per_task: int = help_field(
+        "images per zero-shot task of the evaluation suite", default=200
+    )
+    eval_retrieval_size: int = help_field(
+        "image-caption pairs of the retrieval evaluation", default=500
+    )
     eval_batch_size: int = help_field("rows per embedding call during evaluation", default=500)
-    checkpoint_every: int = help_field("save a checkpoint every this many steps (and at the end)", default=100)
+    checkpoint_every: int = help_field(
+        "save a checkpoint every this many steps (and at the end)", default=100
+    )
     keep_checkpoints: int = help_field("checkpoints kept on disk (the latest ones)", default=2)
-    out_dir: str = help_field("run directory: checkpoints, metrics.jsonl, TensorBoard events, model", default="runs/aced")
-    seed: int = help_field("seed of the learner's initialisation and of the step's randomness", default=0)
+    out_dir: str = help_field(
+        "run directory: checkpoints, metrics.jsonl, TensorBoard events, model", default="runs/aced"
+    )
+    seed: int = help_field(
+        "seed of the learner's initialisation and of the step's randomness", default=0
+    )
     progress: bool = help_field("show a tqdm progress bar", default=True)
 
     def __post_init__(self) -> None:
@@ -125,7 +155,9 @@ class TrainConfig:
         check_positive("train.checkpoint_every", self.checkpoint_every)
         check_positive("train.keep_checkpoints", self.keep_checkpoints)
         if self.eval_retrieval_size < 5:
-            raise ValueError(f"train.eval_retrieval_size={self.eval_retrieval_size} must be >= 5 (recall@5)")
+            raise ValueError(
+                f"train.eval_retrieval_size={self.eval_retrieval_size} must be >= 5 (recall@5)"
+            )
         if not self.out_dir:
             raise ValueError("train.out_dir is empty: name the run directory")
 
@@ -141,11 +173,19 @@ class ReferenceConfig:
     )
     image_variant: str = help_field("image tower of a reference trained here", default="mu/7")
     text_variant: str = help_field("text tower of a reference trained here", default="mu")
-    embed_dim: int | None = help_field("D of a reference trained here (none: the learner's)", default=None)
+    embed_dim: int | None = help_field(
+        "D of a reference trained here (none: the learner's)", default=None
+    )
     train_steps: int = help_field("steps of a reference trained here", default=300)
-    curated_size: int = help_field("curated scenes a reference trained here learns from", default=10000)
-    super_batch_size: int = help_field("batch of a reference trained here (it trains on all of it)", default=128)
-    learning_rate: float = help_field("peak learning rate of a reference trained here", default=3e-3)
+    curated_size: int = help_field(
+        "curated scenes a reference trained here learns from", default=10000
+    )
+    super_batch_size: int = help_field(
+        "batch of a reference trained here (it trains on all of it)", default=128
+    )
+    learning_rate: float = help_field(
+        "peak learning rate of a reference trained here", default=3e-3
+    )
     warmup_steps: int = help_field("learning-rate warm-up of a reference trained here", default=50)
 
     def __post_init__(self) -> None:
@@ -176,7 +216,9 @@ class RunConfig:
     step: StepConfig = help_field("method, losses and optimiser", default_factory=StepConfig)
     model: ModelConfig = help_field("the learner", default_factory=ModelConfig)
     data: DataConfig = help_field("training data", default_factory=DataConfig)
-    train: TrainConfig = help_field("loop, logging, evaluation, checkpoints", default_factory=TrainConfig)
+    train: TrainConfig = help_field(
+        "loop, logging, evaluation, checkpoints", default_factory=TrainConfig
+    )
     reference: ReferenceConfig = help_field("reference / teacher", default_factory=ReferenceConfig)
 
     def __post_init__(self) -> None:

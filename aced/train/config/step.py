@@ -116,9 +116,7 @@ class OptimConfig:
     b1: float = help_field("Adam beta1", default=0.9)
     b2: float = help_field("Adam beta2", default=0.95)
     eps: float = help_field("Adam epsilon", default=1e-8)
-    grad_clip_norm: float = help_field(
-        "clip gradients to this global norm (0: off)", default=1.0
-    )
+    grad_clip_norm: float = help_field("clip gradients to this global norm (0: off)", default=1.0)
 
     def __post_init__(self) -> None:
         check_positive("step.optim.learning_rate", self.learning_rate)
