@@ -37,27 +37,22 @@ def _selection(**fields) -> SelectionConfig:
 
 
 def cases() -> dict:
-    """name -> (step config, devices, reference embedding width)."""
+    """name -> (step config, devices, reference embedding width).
+
+    Seven runs that together take every method, pair score, selection rule, KD
+    loss of the old code, both implementations and scopes, cached and online
+    reference embeddings, both contrastive losses and both sharded-loss
+    variants at least once (IID is the smoke preset's reference run).
+    """
     s, o = _selection, OPTIM
     return {
-        "iid": (step_config("iid", selection=s(), optim=o), 1, 16),
-        "kd_softmax": (
-            step_config(
-                "kd",
-                selection=s(),
-                optim=o,
-                distill=DistillConfig(weight=1.0, loss="softmax", temperature=2.0),
-            ),
-            1,
-            16,
-        ),
-        "kd_sigmoid_cached": (
+        "kd_sigmoid_cached_tau2": (
             step_config(
                 "kd",
                 selection=s(),
                 optim=o,
                 reference_embeddings="cached",
-                distill=DistillConfig(weight=0.5, loss="sigmoid"),
+                distill=DistillConfig(weight=0.5, loss="sigmoid", temperature=2.0),
             ),
             1,
             16,
@@ -69,58 +64,54 @@ def cases() -> dict:
             1,
             24,
         ),
-        "kd_feature_l2": (
+        "acid_easy_reference_greedy_blocked": (
             step_config(
-                "kd", selection=s(), optim=o, distill=DistillConfig(weight=1.0, loss="feature_l2")
+                "acid",
+                optim=o,
+                selection=s(score="easy_reference", rule="greedy", implementation="blocked"),
             ),
             1,
             16,
         ),
-        "acid_learnability": (step_config("acid", selection=s(), optim=o), 1, 16),
-        "acid_easy_reference": (
-            step_config("acid", selection=s(score="easy_reference"), optim=o),
-            1,
-            16,
-        ),
-        "acid_hard_learner_independent": (
-            step_config("acid", selection=s(score="hard_learner", rule="independent"), optim=o),
-            1,
-            16,
-        ),
-        "acid_blocked": (
-            step_config("acid", selection=s(implementation="blocked"), optim=o),
-            1,
-            16,
-        ),
-        "acid_greedy": (step_config("acid", selection=s(rule="greedy"), optim=o), 1, 16),
-        "acid_independent_greedy": (
-            step_config("acid", selection=s(rule="independent_greedy"), optim=o),
-            1,
-            16,
-        ),
-        "acid_local_4dev": (
-            step_config("acid", selection=s(scope="local", n_chunks=2), optim=o),
+        "acid_hard_learner_independent_local_4dev": (
+            step_config(
+                "acid",
+                optim=o,
+                selection=s(score="hard_learner", rule="independent", scope="local"),
+            ),
             4,
             16,
         ),
-        "aced_selected": (step_config("aced", selection=s(), optim=o), 1, 16),
-        "aced_iid_kd_batch": (
+        "acid_learnability_independent_greedy_cached_2dev": (
             step_config(
-                "aced", selection=s(), optim=o, distill=DistillConfig(weight=1.0, batch="iid")
+                "acid",
+                optim=o,
+                selection=s(rule="independent_greedy"),
+                reference_embeddings="cached",
+            ),
+            2,
+            16,
+        ),
+        "aced_iid_kd_batch_softmax_contrastive_2dev": (
+            step_config(
+                "aced",
+                selection=s(),
+                optim=o,
+                contrastive="softmax",
+                sharded_loss="all_gather",
+                distill=DistillConfig(weight=1.0, batch="iid"),
+            ),
+            2,
+            16,
+        ),
+        "aced_feature_l2_jest_dense": (
+            step_config(
+                "aced",
+                selection=s(implementation="dense"),
+                optim=o,
+                distill=DistillConfig(weight=1.0, loss="feature_l2"),
             ),
             1,
-            16,
-        ),
-        "aced_softmax_contrastive_2dev": (
-            step_config(
-                "aced", selection=s(), optim=o, contrastive="softmax", sharded_loss="all_gather"
-            ),
-            2,
-            16,
-        ),
-        "aced_cached_ring_2dev": (
-            step_config("aced", selection=s(), optim=o, reference_embeddings="cached"),
-            2,
             16,
         ),
     }

@@ -21,10 +21,12 @@ RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "behaviour.json"
 
 # Accounting now derived from the registry entries; the old count was wrong here.
 FLOP_CORRECTIONS = {
-    "acid_easy_reference": "less: easy_reference reads no learner view, so no learner scoring forward",
-    "acid_hard_learner_independent": "less: hard_learner reads no reference view, so no reference forward",
+    "acid_easy_reference_greedy_blocked": "less: easy_reference reads no learner view, so no "
+    "learner scoring forward, and one view of pair logits",
+    "acid_hard_learner_independent_local_4dev": "less: hard_learner reads no reference view, "
+    "so no reference forward",
     "kd_feature_projection": "feature KD has no logit products; the projection is counted",
-    "kd_feature_l2": "feature KD has no logit products",
+    "aced_feature_l2_jest_dense": "less: feature KD has no logit products",
 }
 
 
