@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from step_problem import OPTIM, step_config, tiny_batch, tiny_models
+from test_loop import micro_overrides
 
 from aced.losses import KD_LOSSES
 from aced.selection import (
@@ -123,30 +124,8 @@ def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
     plugin = tmp_path / "my_kd.py"
     plugin.write_text(BLOCKS[2])
     del KD_LOSSES["similarity_l1"]  # the CLI must register it again from the file
-    overrides = [
-        "model.image_variant=mu/14",
-        "model.embed_dim=16",
-        "model.max_len=12",
-        "data.super_batch_size=32",
-        "data.size=256",
-        "step.selection.filter_ratio=0.0",
-        "step.optim.warmup_steps=1",
-        "train.log_every=1",
-        "train.checkpoint_every=2",
-        "train.eval_per_task=8",
-        "train.eval_retrieval_size=8",
-        "train.eval_batch_size=64",
-        "train.progress=false",
-        "reference.image_variant=mu/14",
-        "reference.text_variant=mu",
-        "reference.train_steps=2",
-        "reference.curated_size=64",
-        "reference.super_batch_size=32",
-        "reference.warmup_steps=1",
-        "train.steps=2",
-        f"train.out_dir={tmp_path / 'run'}",
-        "step.distill.loss=similarity_l1",
-    ]
+    # The loop tests' tiny run (IID settings: f = 0, a 2-step reference), as KD.
+    overrides = [*micro_overrides(tmp_path / "run", 2), "step.distill.loss=similarity_l1"]
     assert main(["train", "--plugin", str(plugin), "--preset", "kd", *overrides]) == 0
     assert "similarity_l1" in KD_LOSSES
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
