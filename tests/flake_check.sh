@@ -27,12 +27,14 @@ passed=0
 failed=0
 for run in $(seq 1 "$runs"); do
     start=$SECONDS
-    if python -m pytest -q "${files[@]}" >"$logs/run-$run.log" 2>&1; then
+    # A test that hangs dumps every thread's stack after 10 minutes (pytest's faulthandler).
+    if python -m pytest -q -o faulthandler_timeout=600 "${files[@]}" >"$logs/run-$run.log" 2>&1; then
         passed=$((passed + 1))
         echo "run $run/$runs: green in $((SECONDS - start)) s ($(tail -n 1 "$logs/run-$run.log"))"
     else
+        status=$?
         failed=$((failed + 1))
-        echo "run $run/$runs: FAILED in $((SECONDS - start)) s, see $logs/run-$run.log"
+        echo "run $run/$runs: FAILED (exit $status) in $((SECONDS - start)) s, see $logs/run-$run.log"
         grep -E "^(FAILED|ERROR) " "$logs/run-$run.log" | head -n 20 || true
     fi
 done
