@@ -146,14 +146,13 @@ def test_continued_run_is_bitwise_identical(iid_run, tmp_path):
     assert not any("stale" in r for r in records(tmp_path))
 
 
-def _start_cli(out: pathlib.Path, cache: pathlib.Path) -> subprocess.Popen:
+def _start_cli(out: pathlib.Path) -> subprocess.Popen:
+    # The session's compilation cache (tests/conftest.py) is in the environment: the child
+    # loads the step that the in-process runs of this file compiled.
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",  # the mesh of the in-process runs
-        # The second process loads what the first compiled.
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
     command = [
         sys.executable,
@@ -188,13 +187,13 @@ def _signal_at_first_checkpoint(
 
 
 @pytest.fixture(scope="module")
-def signalled_runs(tmp_path_factory):
+def signalled_runs(tmp_path_factory, iid_run):  # after iid_run: its compiled step is cached
     """`aced train` asked for 10,000 steps, SIGKILLed (then another SIGINTed) as soon as
     its first checkpoint is on disk: mid-training."""
     root = tmp_path_factory.mktemp("signalled")
     runs = {}
     for sig, name in ((signal.SIGKILL, "killed"), (signal.SIGINT, "interrupted")):
-        process = _start_cli(root / name, root / "jax-cache")
+        process = _start_cli(root / name)
         runs[sig] = (root / name, *_signal_at_first_checkpoint(process, root / name, sig))
     return runs
 
