@@ -1,4 +1,5 @@
-"""Analytic training FLOPs of one step, from the registry entries that cost them.
+"""Analytic training FLOPs of one step, and of a run's one-off passes, from the
+registry entries that cost them.
 
 Per-example forward FLOPs belong to the model configs
 (``TwoTowerConfig.forward_flops()``, built from the integer helpers of
@@ -8,10 +9,20 @@ Per-example forward FLOPs belong to the model configs
 (`aced.losses.KDLoss`). Two FLOPs per multiply-add, matrix products only.
 A backward pass costs about twice the forward, so training on b examples is
 about ``3 * b * forward``.
+
+Every count is of the compute that is executed, summed over all devices:
+the selection as its implementation runs it (padded to the kernel's tiles;
+repeated on every device where it is repeated), a reference forward only
+where one runs. Reference embeddings read from the cache cost nothing per
+step; the one pass that made the cache (`reference_cache_flops`) is charged
+once, by the training loop, to the run's ``flops_cumulative``. The training
+of the reference itself is not a step's cost: the loop reports it apart, as
+``reference_flops`` (docs/training.md, "FLOPs").
 """
 
 from typing import Literal
 
+from aced.kernels import BlockSizes
 from aced.losses import KDLoss
 from aced.models import TextConfig, TwoTowerConfig, ViTConfig
 from aced.models.flops import attention_flops, encoder_flops, mlp_flops, pair_logits_flops
@@ -25,6 +36,7 @@ __all__ = [
     "encoder_flops",
     "mlp_flops",
     "pair_logits_flops",
+    "reference_cache_flops",
     "selection_flops",
     "text_forward_flops",
     "train_step_flops",
@@ -48,6 +60,22 @@ def two_tower_forward_flops(config: TwoTowerConfig, num_tokens: int | None = Non
     return config.forward_flops(num_tokens)
 
 
+def reference_cache_flops(
+    reference: TwoTowerConfig, n_examples: int, num_tokens: int | None = None
+) -> int:
+    """The one-off pass of ``step.reference_embeddings="cached"``: N reference forwards.
+
+    `n_examples` is N, every training example; `num_tokens` the length of the
+    reference tokenizer's rows (default the text tower's ``max_len``). The
+    blank rows that pad the pass's last batch are not charged.
+    """
+    return n_examples * reference.forward_flops(num_tokens)
+
+
+def _padded(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def selection_flops(
     widths: tuple[int, ...],
     rule: SelectionRule,
@@ -56,22 +84,54 @@ def selection_flops(
     super_batch: int,
     sub_batch: int,
     n_chunks: int,
-    groups: int = 1,
+    scope: Literal["global", "local"] = "global",
+    n_devices: int = 1,
+    block: BlockSizes | None = None,
 ) -> int:
-    """Pair-logit FLOPs of one selection over `groups` equal shards of the super-batch.
+    """Pair-logit FLOPs of one step's selection as executed, summed over the devices.
 
-    `widths` are the embedding widths of the views the score reads. Dense: the
-    (B, B) pair logits of each view; blocked: the rows and columns of each new
-    chunk (``n_chunks - 1`` of them); a rule that is not joint reads only the
-    diagonal (no products).
+    **Arguments:**
+
+    - `widths`: the embedding widths of the views the score reads.
+    - `rule`, `implementation`: the selection rule, and for a joint rule the
+      dense matrix or the blocked kernel.
+    - `super_batch`, `sub_batch`, `n_chunks`: B, b and the chunks of b.
+    - `scope`, `n_devices`: ``local``: each of the devices selects b / n from
+      its own B / n examples; ``global``: one selection over all B.
+    - `block`: the tiles the products run on (default `BlockSizes()`, the
+      tiles `aced.train.curation` uses).
+
+    **Returns:** per view (at its width D), with R the rows padded to
+    ``block_rows`` and each column count padded to ``block_cols``:
+
+    - a rule that is not joint: the diagonal alone, ``2 * B * D`` (row-wise products);
+    - dense: the (R, B) pair logits, one tile at a time (`aced.kernels.tiled_pair_scores`);
+    - blocked: the diagonal pass (`aced.kernels.tiled_pair_score_diagonal`),
+      ``2 * R * block_rows * D``, plus, for each of the ``n_chunks - 1``
+      later chunks of c = b / n_chunks, the kernel's rows and columns
+      (`aced.kernels.blocked_pair_score_sums`), ``2 * 2 * R * c * D``.
+
+    Under global scope XLA spreads the dense tiles over the devices (each
+    computes its share of the matrix, which is then all-gathered), so they
+    count once; the blocked kernel and its diagonal pass run whole on every
+    device, on the all-gathered super-batch, so they count ``n_devices``
+    times. ``tests/test_flops.py`` checks both against XLA's count of the
+    compiled selection on 8 devices.
     """
+    block = BlockSizes() if block is None else block
+    shards = n_devices if scope == "local" else 1
+    n, k = super_batch // shards, sub_batch // shards
     if not rule.joint:
-        return 0
-    B, g = super_batch, groups
+        return shards * sum(2 * n * d for d in widths)
+    rows = _padded(n, block.block_rows)
     if implementation == "dense":
-        return g * sum(pair_logits_flops(B // g, B // g, d) for d in widths)
-    chunk = sub_batch // g // n_chunks
-    return g * (n_chunks - 1) * sum(2 * pair_logits_flops(B // g, chunk, d) for d in widths)
+        cols = _padded(n, block.block_cols)
+        return shards * sum(pair_logits_flops(rows, cols, d) for d in widths)
+    chunk = _padded(k // n_chunks, block.block_cols)
+    diagonal = sum(pair_logits_flops(rows, block.block_rows, d) for d in widths)
+    sums = (n_chunks - 1) * sum(2 * pair_logits_flops(rows, chunk, d) for d in widths)
+    replicas = n_devices if scope == "global" else 1
+    return shards * replicas * (diagonal + sums)
 
 
 def train_step_flops(
@@ -88,9 +148,11 @@ def train_step_flops(
     kd: KDLoss | None = None,
     kd_separate_batch: bool = False,
     projection: bool = False,
-    selection_groups: int = 1,
+    selection_scope: Literal["global", "local"] = "global",
+    n_devices: int = 1,
+    num_tokens: int | None = None,
 ) -> dict[str, int]:
-    """Analytic training FLOPs of one step, by part (PAPER.md, "FLOPs").
+    """Analytic training FLOPs of one step, by part (PAPER.md, "FLOPs"), summed over devices.
 
     **Arguments:**
 
@@ -100,29 +162,43 @@ def train_step_flops(
       ``score=None`` for IID / KD (no scoring).
     - `implementation`: a joint rule's dense B x B matrix or the blocked kernel.
     - `n_chunks`: chunks of the joint selection.
-    - `reference_cached`: reference embeddings precomputed (no reference forward).
+    - `reference_cached`: reference embeddings read from the cache (no reference forward).
     - `kd`, `kd_separate_batch`: a KD term (its entry); on a second (IID) sub-batch.
     - `projection`: the student's embeddings are projected to the teacher's width.
-    - `selection_groups`: the selection runs separately on this many equal
-      shards of the super-batch (``scope="local"``: one per device).
+    - `selection_scope`, `n_devices`: ``step.selection.scope`` and the mesh's
+      device count (`selection_flops`).
+    - `num_tokens`: tokens per caption of the batch (default each text tower's ``max_len``).
 
     **Returns:** ``{"scoring_learner", "scoring_reference", "selection",
-    "update", "teacher", "losses", "total"}``. Scoring embeds B examples with
-    each model the score reads (and with the reference when a KD term reuses
-    its embeddings). The update is forward + backward (3x forward) of the
-    learner on b examples (2b with a separate KD batch). A teacher forward is
-    free when its embeddings come from scoring or the cache.
+    "update", "teacher", "losses", "total"}``:
+
+    - ``scoring_learner``: the learner's forward on B, when the score reads it;
+    - ``scoring_reference``: the reference's forward on B, when online and the
+      score reads it or a KD term reuses its embeddings;
+    - ``selection``: `selection_flops`, as executed;
+    - ``update``: forward + backward (3x forward) of the learner on b (2b
+      with a separate KD batch);
+    - ``teacher``: the teacher's forward on the KD batch where it runs on
+      its own (KD online: b forwards); 0 where its embeddings come from
+      scoring (already in ``scoring_reference``) or from the cache (whose
+      one-off pass, `reference_cache_flops`, the loop adds to the run once:
+      charging b forwards a step as well would count those forwards twice);
+    - ``losses``: the contrastive and KD losses' pair logits (and the
+      feature-KD projection), forward and backward.
     """
     B, b = super_batch, sub_batch
     d_l, d_r = learner.embed_dim, reference.embed_dim
+    learner_forward = learner.forward_flops(num_tokens)
+    # Only an online reference reads the batch's tokens (a cached one may read fewer).
+    reference_forward = 0 if reference_cached else reference.forward_flops(num_tokens)
     parts = dict.fromkeys(PARTS, 0)
     if score is not None:
         if rule is None:
             raise ValueError("a curated step (score given) needs its selection rule")
         if "learner" in score.reads:
-            parts["scoring_learner"] = B * learner.forward_flops()
+            parts["scoring_learner"] = B * learner_forward
         if not reference_cached and (score.reads_reference or kd is not None):
-            parts["scoring_reference"] = B * reference.forward_flops()
+            parts["scoring_reference"] = B * reference_forward
         widths = tuple({"learner": d_l, "reference": d_r}[r] for r in score.reads)
         parts["selection"] = selection_flops(
             widths,
@@ -131,14 +207,15 @@ def train_step_flops(
             super_batch=B,
             sub_batch=b,
             n_chunks=n_chunks,
-            groups=selection_groups,
+            scope=selection_scope,
+            n_devices=n_devices,
         )
     trained = 2 * b if (kd is not None and kd_separate_batch) else b
-    parts["update"] = 3 * trained * learner.forward_flops()
+    parts["update"] = 3 * trained * learner_forward
     parts["losses"] = 3 * pair_logits_flops(b, b, d_l)
     if kd is not None:
         if score is None and not reference_cached:
-            parts["teacher"] = b * reference.forward_flops()
+            parts["teacher"] = b * reference_forward
         parts["losses"] += kd.flops(b, d_l, d_r)
         if projection:  # both towers' (b, D_s) @ (D_s, D_t), forward and backward
             parts["losses"] += 3 * 2 * pair_logits_flops(b, d_r, d_l)

@@ -9,7 +9,9 @@
   reference's own image size, channels and tokenizer;
 - runs the jitted step with a tqdm bar (loss, examples/s, ETA), writes
   ``metrics.jsonl`` and TensorBoard events (`aced.train.logs`), every record
-  carrying the cumulative training FLOPs (``flops_cumulative``); evaluates
+  carrying the cumulative training FLOPs (``flops_cumulative``: every step's
+  ``flops``, plus the one-off cache pass when the run makes the cache) and
+  the reference's own training FLOPs (``reference_flops``); evaluates
   every ``train.eval_every`` steps and at the end (``eval.json``,
   `aced.train.evaluation`);
 - saves a checkpoint every ``train.checkpoint_every`` steps and at the end,
@@ -32,6 +34,7 @@ from jax.sharding import Mesh
 
 from aced.data import BatchIterator, IteratorState, save_tokenizer
 from aced.eval import write_json
+from aced.flops import reference_cache_flops
 from aced.models import TwoTower
 from aced.train.checkpoint import (
     checkpoint_steps,
@@ -49,6 +52,7 @@ from aced.train.reference import (
     cache_reference_embeddings,
     prepare_reference,
     reference_tokenizer,
+    reference_training_flops,
 )
 from aced.train.sharding import AXIS, default_mesh, on_one_device, replicate
 from aced.train.state import init_train_state
@@ -94,7 +98,11 @@ def train(run: RunConfig) -> dict[str, Any]:
     - `run`: the full configuration (see `aced.train.config`).
 
     **Returns:** the final metrics: the last step's training metrics,
-    ``flops_cumulative``, ``eval/<metric>`` of the final evaluation, ``step``
+    ``flops_cumulative`` (the run's own compute: its steps and its cache pass),
+    ``reference_flops`` (the reference's training, `reference_training_flops`;
+    0 without a reference, and 0 with ``reference_flops_known`` False when
+    no aced run recorded it), ``reference_cache_flops`` (the cache pass, part
+    of ``flops_cumulative``), ``eval/<metric>`` of the final evaluation, ``step``
     and ``interrupted`` (True when SIGINT / SIGTERM stopped the run after
     saving a checkpoint). Raises `aced.train.logs.TrainingDiverged` on a non-finite loss,
     `aced.train.checkpoint.CheckpointError` when a checkpoint cannot be
@@ -112,6 +120,9 @@ def train(run: RunConfig) -> dict[str, Any]:
     if run.needs_reference and prepared is None:
         return {"step": 0, "interrupted": True}
     reference = prepared[0] if prepared else None
+    reference_flops, reference_known = (
+        reference_training_flops(prepared[1]) if prepared else (0.0, True)
+    )
 
     init_key, state_key = jax.random.split(jax.random.key(run.train.seed))
     learner = TwoTower(learner_config, key=init_key)
@@ -123,32 +134,40 @@ def train(run: RunConfig) -> dict[str, Any]:
     frozen = replicate(reference if reference is not None else learner, mesh)
 
     out.mkdir(parents=True, exist_ok=True)
-    start, data_state, flops_total = 0, IteratorState(), 0.0
+    start, data_state, flops_total, restored = 0, IteratorState(), 0.0, {}
     if checkpoint_steps(out):
-        state, meta = restore_checkpoint(out, state)
-        _check_same_run(run, meta, out)
-        start, data_state = int(meta["step"]), IteratorState.from_dict(meta["data"])
-        flops_total = float(meta["flops_cumulative"])
+        state, restored = restore_checkpoint(out, state)
+        _check_same_run(run, restored, out)
+        start, data_state = int(restored["step"]), IteratorState.from_dict(restored["data"])
+        flops_total = float(restored["flops_cumulative"])
         say(f"resuming {out} from step {start}")
     main_process = jax.process_index() == 0
     if main_process:
         (out / RUN_CONFIG_FILE).write_text(json.dumps(to_dict(run), indent=2) + "\n")
 
-    cache = None
+    cache, cache_flops = None, 0.0
     if run.step.reference_embeddings == "cached":
         image = reference.config.image
         say(
             f"embedding the {len(source)} training examples with the reference once "
             f"({image.image_size}px)"
         )
+        ref_tokenizer = reference_tokenizer(reference, run.reference.path or None, tokenizer)
         cache = cache_reference_embeddings(
             frozen,
             source,
-            reference_tokenizer(reference, run.reference.path or None, tokenizer),
+            ref_tokenizer,
             image_size=image.image_size,
             channels=image.channels,
             mesh=mesh,
         )
+        cache_flops = float(
+            reference_cache_flops(reference.config, len(source), ref_tokenizer.max_len)
+        )
+        # Charged once: a resumed run's restored total holds it (unless it was
+        # written before the cache pass was counted).
+        if "reference_cache_flops" not in restored:
+            flops_total += cache_flops
     batches = BatchIterator(
         source,
         tokenizer,
@@ -170,15 +189,21 @@ def train(run: RunConfig) -> dict[str, Any]:
             "model": learner_config.to_dict(),
             "teacher_width": teacher_width,
             "flops_cumulative": flops_total,
+            "reference_cache_flops": cache_flops,
+            "reference_flops": reference_flops,
+            "reference_flops_known": reference_known,
             "metrics": metrics,
         }
+
+    def totals() -> dict[str, float]:  # both readings: reference amortised / included
+        return {"flops_cumulative": flops_total, "reference_flops": reference_flops}
 
     def evaluate_now(step: int) -> dict[str, float]:
         if suite is None:
             return {}
         scores = run_evaluation(state.learner, tokenizer, suite, run.train.eval_batch_size)
         scores = {f"eval/{k}": v for k, v in scores.items()}
-        log.write(step, {"flops_cumulative": flops_total, **scores})
+        log.write(step, {**totals(), **scores})
         return scores
 
     from tqdm import tqdm
@@ -205,7 +230,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                 flops_total += host.get("flops", 0.0)
                 window_steps += 1
                 if not all(math.isfinite(v) for v in host.values()):
-                    log.write(step, {"flops_cumulative": flops_total, **host})
+                    log.write(step, {**totals(), **host})
                     where = (
                         f"The last good checkpoint is step {last_saved} in {out / 'checkpoints'}."
                         if last_saved
@@ -217,9 +242,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
                 if step % run.train.log_every == 0 or step == run.train.steps:
-                    log.write(
-                        step, {"flops_cumulative": flops_total, "examples_per_s": rate, **host}
-                    )
+                    log.write(step, {**totals(), "examples_per_s": rate, **host})
                     window_start, window_steps = time.perf_counter(), 0
                 every = run.train.eval_every
                 if every and step % every == 0 and step != run.train.steps:
@@ -240,12 +263,13 @@ def train(run: RunConfig) -> dict[str, Any]:
         log.close()
         manager.close()
 
-    result: dict[str, Any] = {
-        "step": step,
-        "interrupted": interrupted,
+    costs = {
         "flops_cumulative": flops_total,
-        **host,
+        "reference_flops": reference_flops,
+        "reference_flops_known": reference_known,
+        "reference_cache_flops": cache_flops,
     }
+    result: dict[str, Any] = {"step": step, "interrupted": interrupted, **costs, **host}
     if interrupted:
         return result
     result.update(scores)
@@ -260,7 +284,7 @@ def train(run: RunConfig) -> dict[str, Any]:
             metadata={
                 "run_dir": str(out),
                 "step": step,
-                "flops_cumulative": flops_total,
+                **costs,
                 "method": run.step.method,
             },
         )

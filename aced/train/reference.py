@@ -1,6 +1,7 @@
 """The frozen reference of a run: loaded from ``reference.path`` or trained
 first on the curated split, checked against the learner, its own tokenizer,
-and its embeddings of every training example (``step.reference_embeddings="cached"``)."""
+its embeddings of every training example (``step.reference_embeddings="cached"``),
+and what its training cost (``reference_flops``)."""
 
 import pathlib
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from jaxtyping import Float32, jaxtyped
 
 from aced.data import ExampleSource, load_hf_tokenizer, load_tokenizer, to_model_images
 from aced.models import TwoTower, TwoTowerConfig
-from aced.train.checkpoint import is_model_dir, load_model
+from aced.train.checkpoint import CHECKPOINTS, checkpoint_steps, is_model_dir, load_model, read_meta
 from aced.train.config import RunConfig, reference_run
 from aced.train.inputs import Tokenize
 from aced.train.learners import MODEL_DIR, TOKENIZER_FILE, load_learner
@@ -201,3 +202,38 @@ def prepare_reference(
         cached=run.step.reference_embeddings == "cached",
     )
     return model, origin
+
+
+def reference_training_flops(origin: str) -> tuple[float, bool]:
+    """The training FLOPs of the reference loaded from `origin`, as its aced run recorded them.
+
+    **Arguments:**
+
+    - `origin`: where `prepare_reference` found the reference: an aced run
+      directory, one of its ``checkpoints/<step>`` directories or its
+      ``model/`` folder (a reference trained here is ``<out_dir>/reference/model``),
+      or any other model directory.
+
+    **Returns:** ``(flops, known)``. For a reference of an aced run: the
+    ``flops_cumulative`` of its checkpoint (the latest, or the one named),
+    plus that run's own ``reference_flops``, so a reference's reference is
+    counted too; ``known`` True unless that run's own reference cost was
+    unknown (then the sum is a lower bound). For a model that no aced run records (a
+    converted public checkpoint, a bare model directory): ``(0.0, False)``,
+    with a note on stderr: its cost is unknown and counted as 0.
+    """
+    path, step = pathlib.Path(origin), None
+    if path.parent.name == CHECKPOINTS and path.name.isdigit():
+        path, step = path.parent.parent, int(path.name)
+    elif path.name == MODEL_DIR and not checkpoint_steps(path):
+        path = path.parent  # the model/ folder of a run directory
+    if not checkpoint_steps(path):
+        say(
+            f"reference {origin}: no aced run recorded its training FLOPs, so its cost is "
+            "unknown and counted as 0 (reference_flops=0: read the run as with a public "
+            "pretrained reference)"
+        )
+        return 0.0, False
+    meta = read_meta(path, step)
+    flops = float(meta["flops_cumulative"]) + float(meta.get("reference_flops", 0.0))
+    return flops, bool(meta.get("reference_flops_known", True))

@@ -34,10 +34,17 @@ def step_flops(
     config: StepConfig,
     super_batch: int,
     n_devices: int = 1,
+    num_tokens: int | None = None,
 ) -> dict[str, int]:
-    """`aced.flops.train_step_flops` for this step configuration (from its registry entries)."""
+    """`aced.flops.train_step_flops` for this step configuration (from its registry entries).
+
+    `n_devices` is the mesh's device count: local scope selects on each
+    device's shard, and global scope's blocked selection runs on every device
+    (`aced.flops.selection_flops`). `num_tokens`: tokens per caption of the
+    batch (default the text towers' ``max_len``).
+    """
     sel = config.selection
-    groups = n_devices if sel.scope == "local" else 1
+    shards = n_devices if sel.scope == "local" else 1
     kd = kd_loss(config.distill.loss) if config.uses_kd else None
     return train_step_flops(
         learner,
@@ -46,11 +53,13 @@ def step_flops(
         sub_batch=config.sub_batch_size(super_batch),
         score=pair_score(sel.score) if config.uses_selection else None,
         rule=selection_rule(sel.rule),
-        implementation=sel.implementation_for(super_batch // groups),
+        implementation=sel.implementation_for(super_batch // shards),
         n_chunks=sel.n_chunks,
         reference_cached=config.reference_embeddings == "cached",
         kd=kd,
-        selection_groups=groups,
+        selection_scope=sel.scope,
+        n_devices=n_devices,
+        num_tokens=num_tokens,
         kd_separate_batch=config.uses_kd
         and config.uses_selection
         and config.distill.batch == "iid",
@@ -195,7 +204,9 @@ def train_step(
     metrics["t"] = new_learner.temperature
     metrics["b"] = new_learner.bias
     ref_config = state.learner.config if reference is None else reference.config
-    flops = step_flops(state.learner.config, ref_config, config, B, mesh.shape[AXIS])
+    flops = step_flops(
+        state.learner.config, ref_config, config, B, mesh.shape[AXIS], batch.tokens.shape[1]
+    )
     metrics["flops"] = jnp.asarray(float(flops["total"]))
     new_state = eqx.tree_at(
         lambda s: (s.step, s.learner, s.projection, s.opt_state, s.key),
