@@ -1,10 +1,11 @@
-"""The ``aced`` command: ``train``, ``eval``, ``convert``.
+"""The ``aced`` command: ``train``, ``eval``, ``reproduce``, ``convert``.
 
 ::
 
     aced train --preset aced step.selection.filter_ratio=0.5 train.steps=100
     aced train --help                   # every config field, its default and meaning
     aced eval runs/aced                 # evaluation table, and eval JSON beside the run
+    aced reproduce --preset cpu         # the reproduction study (experiments/), resumable
     aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
     aced train --plugin my_kd.py --preset kd step.distill.loss=similarity_l1   # your own entry
 
@@ -126,6 +127,17 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
     evaluate.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
 
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="run the reproduction study (experiments/), resumably",
+        description="Run a reproduction study: every run an `aced train` run directory, "
+        "finished runs skipped, each run's summary written as it finishes, then the report.",
+    )
+    reproduce.add_argument("--preset", default="smoke", help="smoke | cpu | full")
+    reproduce.add_argument("--runs", help="parent of the run directories")
+    reproduce.add_argument("--results", help="where the summaries and the report go")
+    reproduce.add_argument("--plan", action="store_true", help="list the runs and stop")
+
     convert = commands.add_parser(
         "convert", help="convert an external checkpoint to aced model files"
     )
@@ -191,6 +203,21 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    experiments = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    if not (experiments / "reproduce.py").is_file():
+        raise FileNotFoundError(
+            f"{experiments / 'reproduce.py'} is missing: aced reproduce runs from a checkout of "
+            "the aced repository (pip install -e .), not from an installed wheel"
+        )
+    sys.path.insert(0, str(experiments))
+    from reproduce import main as reproduce_main
+
+    argv = ["--preset", args.preset] + (["--plan"] if args.plan else [])
+    argv += [f"--{k}={v}" for k in ("runs", "results") if (v := getattr(args, k))]
+    return reproduce_main(argv)
+
+
 def _convert(args: argparse.Namespace) -> int:
     try:
         from aced.convert import convert_hf_siglip
@@ -218,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aced.train.checkpoint import CheckpointError
     from aced.train.logs import TrainingDiverged
 
-    handlers = {"train": _train, "eval": _eval, "convert": _convert}
+    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "convert": _convert}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -61,7 +61,11 @@ def test_smoke_preset_is_bitwise_unchanged(tmp_path):
     want = RECORDED["smoke"]
     assert checksum(load_two_tower(tmp_path / "model")) == want["params"]
     for key, value in want["last_metrics"].items():
-        if key != "step":
-            assert result[key] == pytest.approx(value, rel=0, abs=0), key
+        if key == "step":
+            continue
+        if key in ("flops", "flops_cumulative"):
+            assert result[key] > value, FLOP_CORRECTIONS["smoke"]
+            continue
+        assert result[key] == pytest.approx(value, rel=0, abs=0), key
     for key, value in want["eval"].items():
         assert result[f"eval/{key}"] == pytest.approx(value, rel=0, abs=1e-12), key

@@ -1,0 +1,108 @@
+"""Pure functions over a study's run summaries (``<results>/runs/*.json``).
+
+The report (`experiments/report.py`) and the FLOPs-per-accuracy benchmark
+(`benchmarks/flops_per_accuracy.py`) read only these summaries, never the run
+directories, so both can be rebuilt from what is committed.
+
+Two FLOP readings of every arm: **amortised** (its training FLOPs, as if the
+reference were a public pretrained model, the paper's reading) and
+**included** (plus the FLOPs that trained its reference).
+"""
+
+import json
+import math
+import pathlib
+import statistics
+from collections import defaultdict
+
+READINGS = ("amortised", "included")
+
+
+def load_summaries(results: pathlib.Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
+
+
+def total_flops(summary: dict, reading: str) -> float:
+    extra = summary.get("reference_flops", 0.0) if reading == "included" else 0.0
+    return summary["flops"] + extra
+
+
+def by_arm(summaries: list[dict], kind: str = "arm") -> dict[str, list[dict]]:
+    """Summaries of one kind grouped by arm name, each group in seed order."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        if s.get("kind") == kind:
+            groups[s["arm"]].append(s)
+    return {arm: sorted(group, key=lambda s: s["seed"]) for arm, group in groups.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def interpolate(curve: list[dict], flops: float) -> float | None:
+    """The suite average at `flops` on an evaluation curve (linear between its points);
+    None beyond either end (never extrapolated)."""
+    points = [(p["flops"], p["average"]) for p in curve]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= flops <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (flops - x0) / (x1 - x0)
+    if points and math.isclose(flops, points[-1][0], rel_tol=1e-9):
+        return points[-1][1]
+    return None
+
+
+def flops_to_reach(curve: list[dict], target: float, offset: float = 0.0) -> float | None:
+    """The FLOPs (plus `offset`) at which a curve first reaches `target`, interpolated
+    between evaluation points; None when it never does."""
+    previous = None
+    for p in curve:
+        if p["average"] >= target:
+            if previous is None or p["average"] == previous["average"]:
+                return p["flops"] + offset
+            share = (target - previous["average"]) / (p["average"] - previous["average"])
+            return previous["flops"] + share * (p["flops"] - previous["flops"]) + offset
+        previous = p
+    return None
+
+
+def verdict(better: list[float], worse: list[float]) -> tuple[str, float, float]:
+    """ "yes" when the mean gap exceeds the larger seed spread, "no" when it is below minus
+    it, else "unclear"; with one seed each the spread is 0 (the report says so).
+
+    **Returns:** (answer, gap of the means, the spread it was compared with).
+    """
+    (mb, sb), (mw, sw) = mean_std(better), mean_std(worse)
+    gap, spread = mb - mw, max(sb, sw)
+    if gap > spread:
+        return "yes", gap, spread
+    if gap < -spread:
+        return "no", gap, spread
+    return "unclear", gap, spread
+
+
+def flops_per_accuracy(summaries: list[dict]) -> list[dict]:
+    """For each arm (seed-averaged where it has several seeds): the FLOPs it needs to reach
+    IID's final suite average (seed-averaged), under both readings, and the ratio to the
+    FLOPs at which IID's own curve first reaches it (so IID's ratio is 1)."""
+    arms = by_arm(summaries)
+    if "iid" not in arms:
+        return []
+    target = statistics.fmean(s["scores"]["average"] for s in arms["iid"])
+    iid_flops = statistics.fmean(flops_to_reach(s["curve"], target) for s in arms["iid"])
+    rows = []
+    for arm, group in arms.items():
+        row: dict = {"arm": arm, "target": target, "seeds": len(group)}
+        for reading in READINGS:
+            reached = [
+                flops_to_reach(s["curve"], target, total_flops(s, reading) - s["flops"])
+                for s in group
+            ]
+            if any(r is None for r in reached):
+                row[reading], row[f"{reading}_ratio"] = None, None
+            else:
+                row[reading] = statistics.fmean(reached)
+                row[f"{reading}_ratio"] = row[reading] / iid_flops
+        rows.append(row)
+    return rows

@@ -1,0 +1,193 @@
+"""Run a reproduction study, resumably, and summarise each finished run as it completes.
+
+    aced reproduce --preset smoke|cpu|full [--runs DIR] [--results DIR] [--plan]
+
+Every run of the study (`experiments/study.py`) is an ``aced train`` run
+directory under ``--runs`` (default ``runs/reproduce/<preset>``). A run that
+has finished (its ``eval.json`` is written) is skipped on a rerun; one that
+was stopped resumes from its latest checkpoint. After each run, its summary
+(``<results>/runs/<run>.json``: the evaluation curve against FLOPs, the
+final scores, the reference's own cost) is written, small enough to commit;
+once every run is done, the report (``<results>/README.md``, the plots) is
+rebuilt from the summaries alone (`experiments/report.py`). So a study can be
+run in pieces, on different machines, from what is committed.
+"""
+
+import argparse
+import json
+import math
+import pathlib
+import subprocess
+from typing import Any
+
+from study import Arm, Study, study
+
+from aced.train.config import apply_overrides, preset
+from aced.train.evaluation import EVAL_FILE
+from aced.train.logs import METRICS_FILE
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-s{seed}"
+
+
+def planned(s: Study) -> list[tuple[Arm, int]]:
+    """Every (arm, seed) of the study: headline arms for each seed, the rest for the first."""
+    return [(arm, seed) for arm in s.arms for seed in (s.seeds if arm.headline else s.seeds[:1])]
+
+
+def reference_overrides(s: Study, name: str, runs: pathlib.Path) -> list[str]:
+    return [
+        *s.references[name],
+        "train.progress=false",
+        f"train.out_dir={runs / 'references' / name}",
+    ]
+
+
+def arm_overrides(s: Study, arm: Arm, seed: int, runs: pathlib.Path) -> list[str]:
+    out = [*s.common, *s.students[arm.student], *arm.overrides]
+    out += [f"train.seed={seed}", f"data.seed={seed}", "train.progress=false"]
+    if arm.reference is not None:
+        out.append(f"reference.path={runs / 'references' / arm.reference / 'model'}")
+    return [*out, f"train.out_dir={runs / run_name(arm.name, seed)}"]
+
+
+def finished(run_dir: pathlib.Path) -> bool:
+    return (run_dir / EVAL_FILE).is_file()
+
+
+def train_run(preset_name: str, overrides: list[str]) -> pathlib.Path:
+    """Train (or resume, or skip when finished) one run; returns its directory."""
+    run = apply_overrides(preset(preset_name), overrides)
+    out = pathlib.Path(run.train.out_dir)
+    if finished(out):
+        print(f"reproduce: {out} finished already", flush=True)
+        return out
+    from aced.train.loop import train
+
+    result = train(run)
+    if result["interrupted"]:
+        raise KeyboardInterrupt(f"{out} stopped at step {result['step']}; rerun to resume")
+    return out
+
+
+def summarise(run_dir: pathlib.Path, **about: Any) -> dict[str, Any]:
+    """The small JSON a study commits for one finished run, read from its own files."""
+    records = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    curve = [
+        {"step": r["step"], "flops": r["flops_cumulative"], "average": r["eval/average"]}
+        for r in records
+        if "eval/average" in r
+    ]
+    diagnostics = [
+        {"step": r["step"], **{k: v for k, v in r.items() if k.startswith("select/")}}
+        for r in records
+        if any(k.startswith("select/") for k in r)
+    ]
+    evaluation = json.loads((run_dir / EVAL_FILE).read_text())
+    config = json.loads((run_dir / "run_config.json").read_text())
+    return {
+        **about,
+        "run_dir": str(run_dir),
+        "steps": curve[-1]["step"] if curve else None,
+        "flops": curve[-1]["flops"] if curve else None,
+        "scores": evaluation["scores"],
+        "curve": curve,
+        "diagnostics": diagnostics,
+        "config": config,
+    }
+
+
+def write_summary(results: pathlib.Path, name: str, summary: dict[str, Any]) -> None:
+    path = results / "runs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)  # never a half-written summary
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def budget_steps(summaries: dict[str, dict], iid_flops_per_step: float) -> int:
+    """IID steps that spend the largest total of any arm, reference included."""
+    most = max(s["flops"] + s.get("reference_flops", 0.0) for s in summaries.values())
+    return math.ceil(most / iid_flops_per_step)
+
+
+def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: bool = False):
+    s = study(name)
+    todo = [("reference", ref, None) for ref in s.references]
+    todo += [("arm", arm, seed) for arm, seed in planned(s)]
+    if plan_only:
+        for kind, item, seed in todo:
+            print(kind, item if kind == "reference" else run_name(item.name, seed))
+        print("arm iid_budget (IID for the largest total of any arm)")
+        return
+    commit = git_commit()
+    ref_summaries: dict[str, dict] = {}
+    for ref in s.references:
+        out = train_run("reference", reference_overrides(s, ref, runs))
+        ref_summaries[ref] = summarise(out, kind="reference", name=ref, commit=commit)
+        write_summary(results, f"reference-{ref}", ref_summaries[ref])
+    summaries: dict[str, dict] = {}
+    for arm, seed in planned(s):
+        overrides = arm_overrides(s, arm, seed, runs)
+        out = train_run(arm.preset, overrides)
+        ref_cost = ref_summaries[arm.reference]["flops"] if arm.reference else 0.0
+        summary = summarise(
+            out,
+            kind="arm",
+            arm=arm.name,
+            seed=seed,
+            student=arm.student,
+            reference=arm.reference,
+            reference_flops=ref_cost,
+            command=f"aced train --preset {arm.preset} " + " ".join(overrides),
+            commit=commit,
+        )
+        summaries[run_name(arm.name, seed)] = summary
+        write_summary(results, run_name(arm.name, seed), summary)
+    # The equal-FLOP baseline: one IID run per seed, as long as the most expensive arm.
+    for seed in s.seeds:
+        iid = summaries[run_name("iid", seed)]
+        steps = budget_steps(summaries, iid["flops"] / iid["steps"])
+        arm = Arm("iid_budget", "iid")
+        overrides = arm_overrides(s, arm, seed, runs)
+        overrides += [f"train.steps={steps}", f"train.eval_every={s.budget_eval_every}"]
+        check = apply_overrides(preset("iid"), overrides)
+        if check.step.optim.decay_steps:
+            raise ValueError("the equal-FLOP baseline needs a constant learning rate after warm-up")
+        out = train_run("iid", overrides)
+        summary = summarise(out, kind="budget", arm="iid_budget", seed=seed, commit=commit)
+        summary["command"] = "aced train --preset iid " + " ".join(overrides)
+        write_summary(results, run_name("iid_budget", seed), summary)
+    from report import write_report
+
+    write_report(name, results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aced reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="smoke", help="smoke | cpu | full")
+    parser.add_argument("--runs", help="parent of the run directories")
+    parser.add_argument("--results", help="where the summaries and report go")
+    parser.add_argument("--plan", action="store_true", help="list the runs and stop")
+    args = parser.parse_args(argv)
+    runs = pathlib.Path(args.runs or f"runs/reproduce/{args.preset}")
+    results = pathlib.Path(args.results or HERE / "results" / args.preset)
+    reproduce(args.preset, runs, results, plan_only=args.plan)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

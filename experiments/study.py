@@ -1,0 +1,176 @@
+"""The reproduction study's presets (``aced reproduce --preset smoke|cpu|full``): its arms.
+
+A study is a list of runs, each one ``aced train`` run directory:
+
+- **references**, each trained once (the ``reference`` preset: IID on the
+  curated split) and shared by every arm that names it; its own suite score and
+  training FLOPs are reported beside the students';
+- **arms**: a method preset plus ``key=value`` overrides, a reference and a
+  student size, run for each of its seeds;
+- **the equal-FLOP baseline** ``iid_budget``: IID run long enough to spend
+  the largest total (reference included) of any arm, evaluated every
+  ``budget_eval_every`` steps. The method presets keep the learning rate
+  constant after warm-up (``step.optim.decay_steps=0``), so the first s steps
+  of this run are exactly an IID run of s steps: its evaluation curve is the
+  IID baseline at every FLOP budget, read at each arm's FLOPs.
+
+Every number the report prints comes from these runs; nothing is tuned to
+the outcome. The claims each arm serves are listed in `CLAIMS`.
+"""
+
+from dataclasses import dataclass
+
+# What the report answers, and the two arms of each comparison (better, worse).
+CLAIMS: dict[str, tuple[str, str]] = {
+    "ACID beats IID": ("acid", "iid"),
+    "ACID beats KD": ("acid", "kd"),
+    "ACED beats ACID": ("aced", "acid"),
+    "ACED beats KD": ("aced", "kd"),
+    "learnability beats easy-reference": ("acid", "acid_easy_reference"),
+    "learnability beats hard-learner": ("acid", "acid_hard_learner"),
+    "joint beats independent": ("acid", "acid_independent"),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One configuration of the study, run once per seed."""
+
+    name: str
+    preset: str  # iid | kd | acid | aced
+    overrides: tuple[str, ...] = ()
+    reference: str | None = None  # a key of `Study.references`; None: no reference
+    student: str = "small"  # a key of `Study.students`
+    headline: bool = False  # run for every seed of the study (else its first seed only)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    about: str
+    common: tuple[str, ...]  # overrides of every student run
+    students: dict[str, tuple[str, ...]]
+    references: dict[str, tuple[str, ...]]  # overrides of the `reference` preset
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    budget_eval_every: int
+
+
+def _arms(big: str, small: str, fs: tuple[float, ...]) -> tuple[Arm, ...]:
+    """The arms every scale shares; `big` / `small` name the two reference sizes."""
+    kd, acid, aced = (
+        dict(preset=p, reference=big) for p in ("kd", "acid", "aced")
+    )  # the headline reference: the larger one
+    arms = [
+        Arm("iid", "iid", headline=True),
+        Arm("kd", **kd, headline=True),
+        Arm("acid", **acid, headline=True),
+        Arm("aced", **aced, headline=True),
+        Arm("kd_sigmoid", **kd, overrides=("step.distill.loss=sigmoid",)),
+        Arm("kd_feature", **kd, overrides=("step.distill.loss=feature",)),
+        Arm("acid_easy_reference", **acid, overrides=("step.selection.score=easy_reference",)),
+        Arm("acid_hard_learner", **acid, overrides=("step.selection.score=hard_learner",)),
+        Arm("acid_independent", **acid, overrides=("step.selection.rule=independent",)),
+        Arm("aced_iid_distill", **aced, overrides=("step.distill.batch=iid",)),
+        Arm("acid_small_reference", "acid", reference=small),
+        Arm("kd_small_reference", "kd", reference=small),
+        Arm("iid_large_student", "iid", student="large"),
+        Arm("acid_large_student", "acid", reference=big, student="large"),
+    ]
+    arms += [
+        Arm(f"acid_f{int(100 * f)}", **acid, overrides=(f"step.selection.filter_ratio={f}",))
+        for f in fs
+    ]
+    return tuple(arms)
+
+
+_SCALE_FREE = ("step.optim.decay_steps=0",)
+
+STUDIES: dict[str, Study] = {
+    "smoke": Study(
+        name="smoke",
+        about="every stage of the study on tiny runs (the test suite runs it)",
+        common=(
+            *_SCALE_FREE,
+            "model.image_variant=mu/14",
+            "model.embed_dim=16",
+            "model.max_len=12",
+            "data.size=256",
+            "data.super_batch_size=32",
+            "step.selection.filter_ratio=0.5",
+            "step.selection.n_chunks=2",
+            "step.optim.warmup_steps=1",
+            "train.steps=4",
+            "train.eval_every=2",
+            "train.log_every=2",
+            "train.checkpoint_every=4",
+            "train.eval_per_task=8",
+            "train.eval_retrieval_size=8",
+            "train.eval_batch_size=64",
+        ),
+        students={"small": ()},
+        references={
+            "ref": (
+                "model.image_variant=mu/14",
+                "model.embed_dim=16",
+                "model.max_len=12",
+                "data.size=64",
+                "data.super_batch_size=32",
+                "train.steps=2",
+                "step.optim.warmup_steps=1",
+                "train.eval_per_task=8",
+                "train.eval_retrieval_size=8",
+                "train.eval_batch_size=64",
+            )
+        },
+        arms=(
+            Arm("iid", "iid", headline=True),
+            Arm("acid", "acid", reference="ref", headline=True),
+            Arm("aced", "aced", reference="ref", headline=True),
+        ),
+        seeds=(0,),
+        budget_eval_every=2,
+    ),
+    "cpu": Study(
+        name="cpu",
+        about="the study at CPU scale: mu/7 students, nano/7 and micro/7 references",
+        common=(*_SCALE_FREE, "train.steps=300", "train.eval_every=100"),
+        students={"small": ("model.image_variant=mu/7",), "large": ("model.image_variant=nano/7",)},
+        references={
+            name: (
+                f"model.image_variant={variant}",
+                f"model.text_variant={variant.split('/')[0]}",
+                "data.size=10000",
+                "train.steps=600",
+            )
+            for name, variant in (("micro", "micro/7"), ("nano", "nano/7"))
+        },
+        arms=_arms("micro", "nano", (0.5, 0.9)),
+        seeds=(0, 1, 2),
+        budget_eval_every=50,
+    ),
+    "full": Study(
+        name="full",
+        about="the same study at accelerator scale (B/16-class references, 10x the steps)",
+        common=(*_SCALE_FREE, "train.steps=3000", "train.eval_every=500"),
+        students={"small": ("model.image_variant=nano/7",), "large": ("model.image_variant=S/7",)},
+        references={
+            name: (
+                f"model.image_variant={variant}",
+                f"model.text_variant={variant.split('/')[0]}",
+                "data.size=100000",
+                "train.steps=6000",
+            )
+            for name, variant in (("B", "B/7"), ("S", "S/7"))
+        },
+        arms=_arms("B", "S", (0.5, 0.8, 0.9)),
+        seeds=(0, 1, 2),
+        budget_eval_every=250,
+    ),
+}
+
+
+def study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study preset {name!r}; choose one of {', '.join(STUDIES)}")
+    return STUDIES[name]
