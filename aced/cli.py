@@ -129,7 +129,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser(
         "reproduce",
-        help="run the reproduction study (experiments/), resumably",
+        help="run the reproduction study, resumably",
         description="Run a reproduction study: every run an `aced train` run directory, "
         "finished runs skipped, each run's summary written as it finishes, then the report.",
     )

@@ -129,7 +129,7 @@ STUDIES: dict[str, Study] = {
             Arm("aced", "aced", reference="ref", headline=True),
         ),
         seeds=(0,),
-        budget_eval_every=2,
+        budget_eval_every=4,
     ),
     "cpu": Study(
         name="cpu",

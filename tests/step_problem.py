@@ -25,6 +25,22 @@ def tiny_config(embed_dim: int = 16) -> TwoTowerConfig:
     )
 
 
+def wide_config() -> TwoTowerConfig:
+    """Depth-1, width-256 towers for FLOP counts against XLA's: its once-per-scan-body count
+    is then the full count, and matmuls dominate as in real towers."""
+    wide = {"width": 256, "depth": 1, "mlp_dim": 1024, "num_heads": 4}
+    return TwoTowerConfig.from_variants(
+        image_variant="mu/7",
+        text_variant="mu",
+        embed_dim=128,
+        image_size=28,
+        vocab_size=V,
+        max_len=16,
+        image_overrides={"channels": 1, **wide},
+        text_overrides=wide,
+    )
+
+
 def tiny_models() -> tuple[TwoTower, TwoTower]:
     return TwoTower(tiny_config(), key=jax.random.key(1)), TwoTower(
         tiny_config(), key=jax.random.key(2)

@@ -22,13 +22,14 @@ from step_problem import (
     sgd_state,
     tiny_batch,
     tiny_models,
+    wide_config,
 )
 from step_problem import (
     step_config as method_preset,
 )
 
 from aced.losses import sigmoid_loss, softmax_kd
-from aced.models import TwoTower, TwoTowerConfig
+from aced.models import TwoTower
 from aced.train.config import SelectionConfig
 from aced.train.curation import curate
 from aced.train.sharding import replicate, shard_batch
@@ -267,17 +268,7 @@ def test_step_flops_match_xla_cost_analysis(method):
     and width 256 so that matmuls dominate as in real towers (XLA also counts
     elementwise work, which the analytic count leaves out).
     """
-    wide = {"width": 256, "depth": 1, "mlp_dim": 1024, "num_heads": 4}
-    config = TwoTowerConfig.from_variants(
-        image_variant="mu/7",
-        text_variant="mu",
-        embed_dim=128,
-        image_size=28,
-        vocab_size=V,
-        max_len=16,
-        image_overrides={"channels": 1, **wide},
-        text_overrides=wide,
-    )
+    config = wide_config()
     learner, reference = (
         TwoTower(config, key=jax.random.key(0)),
         TwoTower(config, key=jax.random.key(1)),
