@@ -3,9 +3,13 @@
     aced reproduce --preset smoke|cpu|full [--runs DIR] [--results DIR] [--plan]
 
 Every run of the study (`experiments/study.py`) is an ``aced train`` run
-directory under ``--runs`` (default ``runs/reproduce/<preset>``). A run that
-has finished (its ``eval.json`` is written) is skipped on a rerun; one that
-was stopped resumes from its latest checkpoint. After each run, its summary
+directory under ``--runs`` (default ``runs/reproduce/<preset>``). A run whose
+summary is in ``--results`` with the same overrides is not run again (so a
+study continues from what is committed, on any machine); a run that has
+finished here (its ``eval.json`` is written) is only summarised; one that
+was stopped resumes from its latest checkpoint. A reference is trained again
+only when a run that still needs it finds no model (its training is
+deterministic in its seed). After each run, its summary
 (``<results>/runs/<run>.json``: the evaluation curve against FLOPs, the
 final scores, the reference's own cost) is written, small enough to commit;
 once every run is done, the report (``<results>/README.md``, the plots) is
@@ -108,6 +112,23 @@ def write_summary(results: pathlib.Path, name: str, summary: dict[str, Any]) -> 
     tmp.replace(path)  # never a half-written summary
 
 
+def key(overrides: list[str]) -> list[str]:
+    """What identifies a run across machines: its overrides without the local paths."""
+    return [o for o in overrides if not o.startswith(("train.out_dir=", "reference.path="))]
+
+
+def committed(results: pathlib.Path, name: str, overrides: list[str]) -> dict | None:
+    """The summary of this exact run when one is committed (then it is not run again)."""
+    path = results / "runs" / f"{name}.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("key") != key(overrides):
+        return None
+    print(f"reproduce: {name} summarised already ({path})", flush=True)
+    return summary
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -135,28 +156,43 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
         return
     commit = git_commit()
     ref_summaries: dict[str, dict] = {}
+
+    def reference(ref: str, need_model: bool) -> dict:
+        """The reference's summary; trains it (deterministic in its seed) when the model is
+        needed and missing here, or when no summary of it is committed."""
+        overrides = reference_overrides(s, ref, runs)
+        done = committed(results, f"reference-{ref}", overrides)
+        model = runs / "references" / ref / "model"
+        if done is None or (need_model and not model.is_dir()):
+            out = train_run("reference", overrides)
+            done = summarise(out, kind="reference", name=ref, commit=commit, key=key(overrides))
+            write_summary(results, f"reference-{ref}", done)
+        return done
+
     for ref in s.references:
-        out = train_run("reference", reference_overrides(s, ref, runs))
-        ref_summaries[ref] = summarise(out, kind="reference", name=ref, commit=commit)
-        write_summary(results, f"reference-{ref}", ref_summaries[ref])
+        ref_summaries[ref] = reference(ref, need_model=False)
     summaries: dict[str, dict] = {}
     for arm, seed in planned(s):
-        overrides = arm_overrides(s, arm, seed, runs)
-        out = train_run(arm.preset, overrides)
-        ref_cost = ref_summaries[arm.reference]["flops"] if arm.reference else 0.0
-        summary = summarise(
-            out,
-            kind="arm",
-            arm=arm.name,
-            seed=seed,
-            student=arm.student,
-            reference=arm.reference,
-            reference_flops=ref_cost,
-            command=f"aced train --preset {arm.preset} " + " ".join(overrides),
-            commit=commit,
-        )
-        summaries[run_name(arm.name, seed)] = summary
-        write_summary(results, run_name(arm.name, seed), summary)
+        name, overrides = run_name(arm.name, seed), arm_overrides(s, arm, seed, runs)
+        summary = committed(results, name, overrides)
+        if summary is None:
+            if arm.reference:
+                ref_summaries[arm.reference] = reference(arm.reference, need_model=True)
+            out = train_run(arm.preset, overrides)
+            summary = summarise(
+                out,
+                kind="arm",
+                arm=arm.name,
+                seed=seed,
+                student=arm.student,
+                reference=arm.reference,
+                reference_flops=ref_summaries[arm.reference]["flops"] if arm.reference else 0.0,
+                command=f"aced train --preset {arm.preset} " + " ".join(overrides),
+                commit=commit,
+                key=key(overrides),
+            )
+            write_summary(results, name, summary)
+        summaries[name] = summary
     # The equal-FLOP baseline: one IID run per seed, as long as the most expensive arm.
     for seed in s.seeds:
         iid = summaries[run_name("iid", seed)]
@@ -167,8 +203,12 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
         check = apply_overrides(preset("iid"), overrides)
         if check.step.optim.decay_steps:
             raise ValueError("the equal-FLOP baseline needs a constant learning rate after warm-up")
+        if committed(results, run_name("iid_budget", seed), overrides) is not None:
+            continue
         out = train_run("iid", overrides)
-        summary = summarise(out, kind="budget", arm="iid_budget", seed=seed, commit=commit)
+        summary = summarise(
+            out, kind="budget", arm="iid_budget", seed=seed, commit=commit, key=key(overrides)
+        )
         summary["command"] = "aced train --preset iid " + " ".join(overrides)
         write_summary(results, run_name("iid_budget", seed), summary)
     from report import write_report

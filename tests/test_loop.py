@@ -252,7 +252,8 @@ def test_aced_trains_its_reference_first_and_reuses_it(tmp_path, capfd):
     assert checkpoint_steps(tmp_path / "reference") == [2]
     reference_model = load_model(tmp_path / "reference" / "model")
     assert reference_model.config.embed_dim == 16
-    capfd.readouterr()
+    # The micro reference has the learner's towers: the run says it is not larger.
+    assert "is not larger than the learner" in capfd.readouterr().err
     again = train(run)  # complete run: nothing to retrain, same learner
     assert "training a reference" not in capfd.readouterr().err
     assert again["step"] == 2

@@ -201,6 +201,14 @@ def prepare_reference(
         origin=origin,
         cached=run.step.reference_embeddings == "cached",
     )
+    ref_flops, learner_flops = model.config.forward_flops(), learner.forward_flops()
+    if ref_flops <= learner_flops:
+        say(
+            f"warning: the reference {origin} is not larger than the learner ({ref_flops:.3g} vs "
+            f"{learner_flops:.3g} forward FLOPs per example); ACID and ACED assume a larger, "
+            "better reference (set reference.image_variant / reference.text_variant, or "
+            "reference.path)"
+        )
     return model, origin
 
 
