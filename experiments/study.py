@@ -71,6 +71,7 @@ def _arms(big: str, small: str, fs: tuple[float, ...]) -> tuple[Arm, ...]:
         Arm("acid_easy_reference", **acid, overrides=("step.selection.score=easy_reference",)),
         Arm("acid_hard_learner", **acid, overrides=("step.selection.score=hard_learner",)),
         Arm("acid_independent", **acid, overrides=("step.selection.rule=independent",)),
+        Arm("acid_normalised", **acid, overrides=("step.selection.rule=jest_normalised",)),
         Arm("aced_iid_distill", **aced, overrides=("step.distill.batch=iid",)),
         Arm("acid_small_reference", "acid", reference=small),
         Arm("kd_small_reference", "kd", reference=small),

@@ -28,7 +28,11 @@ from aced.types import Embedded
 
 DOC = pathlib.Path(__file__).parents[1] / "docs" / "extending.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-NAMES = {"margin": PAIR_SCORES, "jest_normalised": SELECTION_RULES, "similarity_l1": KD_LOSSES}
+NAMES = {
+    "margin": PAIR_SCORES,
+    "jest_sqrt_normalised": SELECTION_RULES,
+    "similarity_l1": KD_LOSSES,
+}
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +107,16 @@ def test_margin_acid_step_dense_and_blocked_select_the_same(forks):
     assert len(set(chosen[0].tolist())) == 16
 
 
-def test_normalised_rule_divides_each_chunk_by_2q_plus_1(forks):
-    rule = SELECTION_RULES["jest_normalised"]
+def test_sqrt_normalised_rule_divides_each_chunk_by_sqrt_2q_plus_1(forks):
+    rule = SELECTION_RULES["jest_sqrt_normalised"]
     logits = jnp.asarray(np.random.default_rng(1).normal(0, 3, 30), jnp.float32)
     key = jax.random.key(4)
     for n_chosen in (0, 4, 12):
         got = rule.draw(key, logits, jnp.int32(n_chosen), 4)
-        np.testing.assert_array_equal(got, sample_top_k(key, logits / (2 * n_chosen + 1), 4))
+        scale = jnp.sqrt(jnp.float32(2 * n_chosen + 1))
+        np.testing.assert_array_equal(got, sample_top_k(key, logits / scale, 4))
     scores = score_matrix(*views(2, 48), "learnability")
-    normalised = np.asarray(joint_select(key, scores, 24, 6, rule="jest_normalised"))
+    normalised = np.asarray(joint_select(key, scores, 24, 6, rule="jest_sqrt_normalised"))
     plain = np.asarray(joint_select(key, scores, 24, 6, rule="jest"))
     np.testing.assert_array_equal(normalised[:4], plain[:4])  # |Q| = 0: the same first chunk
     assert len(set(normalised.tolist())) == 24

@@ -188,3 +188,20 @@ def test_non_finite_scores_are_rejected_eagerly_under_jit_and_vmap():
         batched(jnp.stack([random_scores(1, 8), scores])).block_until_ready()
     # finite batches pass through the same check
     assert batched(jnp.stack([random_scores(1, 8)] * 2)).shape == (2, 4)
+
+
+def test_normalised_rule_divides_each_chunk_by_2q_plus_1():
+    from aced.selection import sample_top_k
+
+    rule = SELECTION_RULES["jest_normalised"]
+    logits = jnp.asarray(np.random.default_rng(1).normal(0, 3, 30), jnp.float32)
+    key = jax.random.key(4)
+    for n_chosen in (0, 4, 12):
+        got = rule.draw(key, logits, jnp.int32(n_chosen), 4)
+        np.testing.assert_array_equal(got, sample_top_k(key, logits / (2 * n_chosen + 1), 4))
+    scores = random_scores(2, 48, scale=3.0)
+    normalised = np.asarray(joint_select(key, scores, 24, 6, rule="jest_normalised"))
+    plain = np.asarray(joint_select(key, scores, 24, 6, rule="jest"))
+    np.testing.assert_array_equal(normalised[:4], plain[:4])  # |Q| = 0: the same first chunk
+    assert len(set(normalised.tolist())) == 24
+    assert not np.array_equal(normalised, plain)

@@ -109,9 +109,18 @@ def _greedy(key, logits, n_chosen, k):
     return greedy_top_k(key, logits, k)
 
 
+def _jest_normalised(key, logits, n_chosen, k):
+    # The conditional logits are sums over the 2|Q| + 1 terms an example adds to the
+    # sub-batch (its row, its column, its diagonal): their mean keeps one scale in every chunk.
+    return sample_top_k(key, logits / (2 * n_chosen + 1).astype(logits.dtype), k)
+
+
 SELECTION_RULES: dict[str, SelectionRule] = {
     "jest": SelectionRule(_jest, True, "JEST: each chunk sampled from softmax of its logits"),
     "greedy": SelectionRule(_greedy, True, "each chunk the top conditional logits (no noise)"),
+    "jest_normalised": SelectionRule(
+        _jest_normalised, True, "JEST with each chunk's logits divided by 2|Q| + 1"
+    ),
     "independent": SelectionRule(_jest, False, "one draw from softmax(diag S): not joint"),
     "independent_greedy": SelectionRule(_greedy, False, "the top of diag S: not joint"),
 }
