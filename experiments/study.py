@@ -8,7 +8,7 @@ A study is a list of runs, each one ``aced train`` run directory:
 - **arms**: a method preset plus ``key=value`` overrides, a reference and a
   student size, run for each of its seeds;
 - **the equal-FLOP baseline** ``iid_budget``: IID run long enough to spend
-  the largest total (reference included) of any arm, evaluated every
+  the largest training FLOPs (reference amortised) of any arm, evaluated every
   ``budget_eval_every`` steps. The method presets keep the learning rate
   constant after warm-up (``step.optim.decay_steps=0``), so the first s steps
   of this run are exactly an IID run of s steps: its evaluation curve is the
@@ -142,7 +142,7 @@ STUDIES: dict[str, Study] = {
                 f"model.image_variant={variant}",
                 f"model.text_variant={variant.split('/')[0]}",
                 "data.size=10000",
-                "train.steps=600",
+                "train.steps=300",
             )
             for name, variant in (("micro", "micro/7"), ("nano", "nano/7"))
         },
