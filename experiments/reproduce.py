@@ -94,6 +94,8 @@ def summarise(run_dir: pathlib.Path, **about: Any) -> dict[str, Any]:
     config = json.loads((run_dir / "run_config.json").read_text())
     return {
         **about,
+        # The reference's training as the run recorded it (aced.train.reference_training_flops).
+        "reference_flops": evaluation["metadata"].get("reference_flops", 0.0),
         "run_dir": str(run_dir),
         "steps": curve[-1]["step"] if curve else None,
         "flops": curve[-1]["flops"] if curve else None,
@@ -161,10 +163,9 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
         print("arm iid_budget (IID for the largest total of any arm)")
         return
     commit = git_commit()
-    ref_summaries: dict[str, dict] = {}
 
-    def reference(ref: str, need_model: bool) -> dict:
-        """The reference's summary; trains it (deterministic in its seed) when the model is
+    def reference(ref: str, need_model: bool) -> None:
+        """Summarise the reference; train it (deterministic in its seed) when the model is
         needed and missing here, or when no summary of it is committed."""
         overrides = reference_overrides(s, ref, runs)
         done = committed(results, f"reference-{ref}", overrides)
@@ -173,17 +174,16 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
             out = train_run("reference", overrides)
             done = summarise(out, kind="reference", name=ref, commit=commit, key=key(overrides))
             write_summary(results, f"reference-{ref}", done)
-        return done
 
     for ref in s.references:
-        ref_summaries[ref] = reference(ref, need_model=False)
+        reference(ref, need_model=False)
     summaries: dict[str, dict] = {}
     for arm, seed in planned(s):
         name, overrides = run_name(arm.name, seed), arm_overrides(s, arm, seed, runs)
         summary = committed(results, name, overrides)
         if summary is None:
             if arm.reference:
-                ref_summaries[arm.reference] = reference(arm.reference, need_model=True)
+                reference(arm.reference, need_model=True)
             out = train_run(arm.preset, overrides)
             summary = summarise(
                 out,
@@ -192,7 +192,6 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
                 seed=seed,
                 student=arm.student,
                 reference=arm.reference,
-                reference_flops=ref_summaries[arm.reference]["flops"] if arm.reference else 0.0,
                 command=f"aced train --preset {arm.preset} " + " ".join(overrides),
                 commit=commit,
                 key=key(overrides),

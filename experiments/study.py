@@ -87,6 +87,45 @@ def _arms(big: str, small: str, fs: tuple[float, ...]) -> tuple[Arm, ...]:
 
 _SCALE_FREE = ("step.optim.decay_steps=0",)
 
+
+def _scaled(
+    name: str,
+    about: str,
+    *,
+    students: tuple[str, str],
+    references: dict[str, str],
+    steps: tuple[int, int, int],
+    data_size: int,
+    reference_steps: int,
+    fs: tuple[float, ...],
+) -> Study:
+    """A full study: `students` (small, large) image towers, `references` name -> variant
+    (the larger first), `steps` = (train steps, eval every, the IID budget's eval every)."""
+    train_steps, eval_every, budget_every = steps
+    big, small = references
+    return Study(
+        name=name,
+        about=about,
+        common=(*_SCALE_FREE, f"train.steps={train_steps}", f"train.eval_every={eval_every}"),
+        students={
+            size: (f"model.image_variant={variant}",)
+            for size, variant in zip(("small", "large"), students)
+        },
+        references={
+            ref: (
+                f"model.image_variant={variant}",
+                f"model.text_variant={variant.split('/')[0]}",
+                f"data.size={data_size}",
+                f"train.steps={reference_steps}",
+            )
+            for ref, variant in references.items()
+        },
+        arms=_arms(big, small, fs),
+        seeds=(0, 1, 2),
+        budget_eval_every=budget_every,
+    )
+
+
 STUDIES: dict[str, Study] = {
     "smoke": Study(
         name="smoke",
@@ -132,41 +171,25 @@ STUDIES: dict[str, Study] = {
         seeds=(0,),
         budget_eval_every=4,
     ),
-    "cpu": Study(
-        name="cpu",
-        about="the study at CPU scale: mu/7 students, nano/7 and micro/7 references",
-        common=(*_SCALE_FREE, "train.steps=300", "train.eval_every=100"),
-        students={"small": ("model.image_variant=mu/7",), "large": ("model.image_variant=nano/7",)},
-        references={
-            name: (
-                f"model.image_variant={variant}",
-                f"model.text_variant={variant.split('/')[0]}",
-                "data.size=10000",
-                "train.steps=300",
-            )
-            for name, variant in (("micro", "micro/7"), ("nano", "nano/7"))
-        },
-        arms=_arms("micro", "nano", (0.5, 0.9)),
-        seeds=(0, 1, 2),
-        budget_eval_every=50,
+    "cpu": _scaled(
+        "cpu",
+        "the study at CPU scale: mu/7 students, nano/7 and micro/7 references",
+        students=("mu/7", "nano/7"),
+        references={"micro": "micro/7", "nano": "nano/7"},
+        steps=(300, 100, 50),
+        data_size=10000,
+        reference_steps=300,
+        fs=(0.5, 0.9),
     ),
-    "full": Study(
-        name="full",
-        about="the same study at accelerator scale (B/16-class references, 10x the steps)",
-        common=(*_SCALE_FREE, "train.steps=3000", "train.eval_every=500"),
-        students={"small": ("model.image_variant=nano/7",), "large": ("model.image_variant=S/7",)},
-        references={
-            name: (
-                f"model.image_variant={variant}",
-                f"model.text_variant={variant.split('/')[0]}",
-                "data.size=100000",
-                "train.steps=6000",
-            )
-            for name, variant in (("B", "B/7"), ("S", "S/7"))
-        },
-        arms=_arms("B", "S", (0.5, 0.8, 0.9)),
-        seeds=(0, 1, 2),
-        budget_eval_every=250,
+    "full": _scaled(
+        "full",
+        "the same study at accelerator scale (B/16-class references, 10x the steps)",
+        students=("nano/7", "S/7"),
+        references={"B": "B/7", "S": "S/7"},
+        steps=(3000, 500, 250),
+        data_size=100000,
+        reference_steps=6000,
+        fs=(0.5, 0.8, 0.9),
     ),
 }
 

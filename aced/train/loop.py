@@ -188,15 +188,19 @@ def train(run: RunConfig) -> dict[str, Any]:
             "run_config": to_dict(run),
             "model": learner_config.to_dict(),
             "teacher_width": teacher_width,
-            "flops_cumulative": flops_total,
-            "reference_cache_flops": cache_flops,
-            "reference_flops": reference_flops,
-            "reference_flops_known": reference_known,
+            **costs(),
             "metrics": metrics,
         }
 
     def totals() -> dict[str, float]:  # both readings: reference amortised / included
         return {"flops_cumulative": flops_total, "reference_flops": reference_flops}
+
+    def costs() -> dict[str, Any]:
+        return {
+            **totals(),
+            "reference_flops_known": reference_known,
+            "reference_cache_flops": cache_flops,
+        }
 
     def evaluate_now(step: int) -> dict[str, float]:
         if suite is None:
@@ -263,13 +267,7 @@ def train(run: RunConfig) -> dict[str, Any]:
         log.close()
         manager.close()
 
-    costs = {
-        "flops_cumulative": flops_total,
-        "reference_flops": reference_flops,
-        "reference_flops_known": reference_known,
-        "reference_cache_flops": cache_flops,
-    }
-    result: dict[str, Any] = {"step": step, "interrupted": interrupted, **costs, **host}
+    result: dict[str, Any] = {"step": step, "interrupted": interrupted, **costs(), **host}
     if interrupted:
         return result
     result.update(scores)
@@ -284,7 +282,7 @@ def train(run: RunConfig) -> dict[str, Any]:
             metadata={
                 "run_dir": str(out),
                 "step": step,
-                **costs,
+                **costs(),
                 "method": run.step.method,
             },
         )
