@@ -20,6 +20,7 @@ of the reference itself is not a step's cost: the loop reports it apart, as
 ``reference_flops`` (docs/training.md, "FLOPs").
 """
 
+import dataclasses
 from typing import Literal
 
 from aced.kernels import BlockSizes
@@ -34,6 +35,7 @@ __all__ = [
     "PARTS",
     "attention_flops",
     "encoder_flops",
+    "flexi_config",
     "mlp_flops",
     "pair_logits_flops",
     "reference_cache_flops",
@@ -134,6 +136,15 @@ def selection_flops(
     return shards * replicas * (diagonal + sums)
 
 
+def flexi_config(learner: TwoTowerConfig, image_size: int) -> TwoTowerConfig:
+    """The learner's config as it scores images of side `image_size` (Flexi scoring):
+    the same towers on a smaller patch grid; `learner` itself when `image_size` is 0."""
+    if not image_size:
+        return learner
+    image = dataclasses.replace(learner.image, image_size=image_size)
+    return dataclasses.replace(learner, image=image)
+
+
 def train_step_flops(
     learner: TwoTowerConfig,
     reference: TwoTowerConfig,
@@ -151,6 +162,7 @@ def train_step_flops(
     selection_scope: Literal["global", "local"] = "global",
     n_devices: int = 1,
     num_tokens: int | None = None,
+    scoring_learner: TwoTowerConfig | None = None,
 ) -> dict[str, int]:
     """Analytic training FLOPs of one step, by part (PAPER.md, "FLOPs"), summed over devices.
 
@@ -168,6 +180,8 @@ def train_step_flops(
     - `selection_scope`, `n_devices`: ``step.selection.scope`` and the mesh's
       device count (`selection_flops`).
     - `num_tokens`: tokens per caption of the batch (default each text tower's ``max_len``).
+    - `scoring_learner`: the learner as it scores the super-batch when that
+      differs from how it trains (Flexi scoring: `flexi_config`); default `learner`.
 
     **Returns:** ``{"scoring_learner", "scoring_reference", "selection",
     "update", "teacher", "losses", "total"}``:
@@ -196,7 +210,8 @@ def train_step_flops(
         if rule is None:
             raise ValueError("a curated step (score given) needs its selection rule")
         if "learner" in score.reads:
-            parts["scoring_learner"] = B * learner_forward
+            scorer = learner if scoring_learner is None else scoring_learner
+            parts["scoring_learner"] = B * scorer.forward_flops(num_tokens)
         if not reference_cached and (score.reads_reference or kd is not None):
             parts["scoring_reference"] = B * reference_forward
         widths = tuple({"learner": d_l, "reference": d_r}[r] for r in score.reads)

@@ -106,3 +106,18 @@ def flops_per_accuracy(summaries: list[dict]) -> list[dict]:
                 row[f"{reading}_ratio"] = row[reading] / iid_flops
         rows.append(row)
     return rows
+
+
+def selection_means(summary: dict) -> dict[str, float] | None:
+    """A run's selection diagnostics averaged over its log steps (None without precision):
+    ``precision`` and ``base_rate`` (clean among the selected / the super-batch), and the
+    effective support of the first and the last chunk when the rule samples."""
+    records = [d for d in summary.get("diagnostics", []) if "select/precision" in d]
+    if not records:
+        return None
+    mean = lambda key: statistics.fmean(d[key] for d in records)  # noqa: E731
+    out = {"precision": mean("select/precision"), "base_rate": mean("select/base_rate")}
+    supports = sorted(k for k in records[0] if k.startswith("select/support/"))
+    if supports:
+        out["support_first"], out["support_last"] = mean(supports[0]), mean(supports[-1])
+    return out

@@ -18,6 +18,7 @@ from analysis import (
     interpolate,
     load_summaries,
     mean_std,
+    selection_means,
     total_flops,
     verdict,
 )
@@ -41,6 +42,27 @@ def _table(arms: dict[str, list[dict]]) -> list[str]:
         cells = [_pm([s["scores"][t] for s in group]) for t in ["average", *tasks]]
         flops = [f"{mean_std([total_flops(s, r) for s in group])[0]:.3g}" for r in READINGS]
         lines.append(f"| {arm} | {len(group)} | " + " | ".join(cells + flops) + " |")
+    return lines
+
+
+def _selection(arms: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| arm | clean among selected | clean in super-batch | support, first chunk "
+        "| support, last chunk |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, group in arms.items():
+        means = selection_means(group[0])
+        if means is None:
+            continue
+        supports = [
+            f"{means[k]:.1f}" if k in means else "" for k in ("support_first", "support_last")
+        ]
+        lines.append(
+            f"| {arm} | {100 * means['precision']:.1f} | {100 * means['base_rate']:.1f} | "
+            + " | ".join(supports)
+            + " |"
+        )
     return lines
 
 
@@ -140,6 +162,22 @@ def _plots(arms: dict, budget: dict, out: pathlib.Path) -> list[str]:
         fig.savefig(out / "selection_precision.png", dpi=120)
         plt.close(fig)
         written.append("selection_precision.png")
+    supports = [(arm, s) for arm, s in series if "select/support/00" in s["diagnostics"][0]]
+    if supports:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm, s in supports:
+            chunks = sorted(k for k in s["diagnostics"][0] if k.startswith("select/support/"))
+            means = [sum(d[k] for d in s["diagnostics"]) / len(s["diagnostics"]) for k in chunks]
+            ax.plot(range(len(chunks)), means, marker="o", label=arm)
+        ax.set(
+            yscale="log",
+            xlabel="chunk",
+            ylabel="effective support (1 / sum p^2), mean over log steps",
+        )
+        ax.legend()
+        fig.savefig(out / "selection_support.png", dpi=120)
+        plt.close(fig)
+        written.append("selection_support.png")
     return written
 
 
@@ -165,6 +203,14 @@ def write_report(preset: str, results: pathlib.Path) -> pathlib.Path:
             f"- `{r['name']}`: {100 * r['scores']['average']:.1f} %, {r['flops']:.3g} FLOPs"
             for r in references
         ],
+        "",
+        "## Selection diagnostics (first seed, means over the log steps)",
+        "",
+        "Clean: the web split's quality code (`aced.train.diagnostics`); IID's row is the "
+        "base rate a uniform draw gets. Support: the effective number of candidates "
+        "(1 / sum p^2) of a chunk's sampling distribution.",
+        "",
+        *_selection(arms),
         "",
         "## The claims",
         "",

@@ -20,6 +20,8 @@ the outcome. The claims each arm serves are listed in `CLAIMS`.
 
 from dataclasses import dataclass
 
+from aced.train.config.run import BUILTIN_IMAGE_SIZE
+
 # What the report answers, and the two arms of each comparison (better, worse).
 CLAIMS: dict[str, tuple[str, str]] = {
     "ACID beats IID": ("acid", "iid"),
@@ -56,8 +58,9 @@ class Study:
     budget_eval_every: int
 
 
-def _arms(big: str, small: str, fs: tuple[float, ...]) -> tuple[Arm, ...]:
-    """The arms every scale shares; `big` / `small` name the two reference sizes."""
+def _arms(big: str, small: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm, ...]:
+    """The arms every scale shares; `big` / `small` name the two reference sizes,
+    `flexi` the image side the learner scores at in the Flexi arm."""
     kd, acid, aced = (
         dict(preset=p, reference=big) for p in ("kd", "acid", "aced")
     )  # the headline reference: the larger one
@@ -72,6 +75,7 @@ def _arms(big: str, small: str, fs: tuple[float, ...]) -> tuple[Arm, ...]:
         Arm("acid_hard_learner", **acid, overrides=("step.selection.score=hard_learner",)),
         Arm("acid_independent", **acid, overrides=("step.selection.rule=independent",)),
         Arm("acid_normalised", **acid, overrides=("step.selection.rule=jest_normalised",)),
+        Arm("acid_flexi", **acid, overrides=(f"step.selection.score_image_size={flexi}",)),
         Arm("aced_iid_distill", **aced, overrides=("step.distill.batch=iid",)),
         Arm("acid_small_reference", "acid", reference=small),
         Arm("kd_small_reference", "kd", reference=small),
@@ -120,7 +124,7 @@ def _scaled(
             )
             for ref, variant in references.items()
         },
-        arms=_arms(big, small, fs),
+        arms=_arms(big, small, fs, flexi=BUILTIN_IMAGE_SIZE // 2),
         seeds=(0, 1, 2),
         budget_eval_every=budget_every,
     )

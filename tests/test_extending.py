@@ -16,12 +16,14 @@ from aced.losses import KD_LOSSES
 from aced.selection import (
     PAIR_SCORES,
     SELECTION_RULES,
+    chunk_supports,
     joint_select,
     joint_select_blocked,
     per_example_scores,
     sample_top_k,
     score_matrix,
 )
+from aced.selection.jest import dense_terms
 from aced.train.config import SelectionConfig
 from aced.train.curation import curate
 from aced.types import Embedded
@@ -121,6 +123,14 @@ def test_sqrt_normalised_rule_divides_each_chunk_by_sqrt_2q_plus_1(forks):
     np.testing.assert_array_equal(normalised[:4], plain[:4])  # |Q| = 0: the same first chunk
     assert len(set(normalised.tolist())) == 24
     assert not np.array_equal(normalised, plain)
+    # It says what it samples from, so its chunks' effective support is logged; with the
+    # damped logits the last chunk keeps more candidates than plain JEST's.
+    supports = {
+        name: np.asarray(chunk_supports(*dense_terms(scores, 24, 6), jnp.asarray(idx), 6, name))
+        for name, idx in (("jest_sqrt_normalised", normalised), ("jest", plain))
+    }
+    assert supports["jest_sqrt_normalised"][0] == supports["jest"][0]
+    assert supports["jest_sqrt_normalised"][-1] > supports["jest"][-1]
 
 
 def test_similarity_l1_kd_through_aced_train(forks, tmp_path):

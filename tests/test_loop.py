@@ -226,10 +226,10 @@ def test_nan_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monk
         step = real(config, mesh)
 
         def run(state, batch, reference):
-            state, metrics = step(state, batch, reference)
+            state, metrics, chosen = step(state, batch, reference)
             if int(state.step) == 3:
                 metrics = {**metrics, "loss/contrastive": jnp.asarray(jnp.nan, jnp.float32)}
-            return state, metrics
+            return state, metrics, chosen
 
         return run
 

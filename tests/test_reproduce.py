@@ -60,8 +60,22 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, capsys):
     assert at_iid_end["flops"] == iid["flops"]
     most = max(s["flops"] for s in summaries.values() if s["kind"] == "arm")
     assert budget["flops"] >= most > budget["flops"] - budget["flops"] / budget["steps"]
+    # Selection diagnostics on every log step: precision for every method (IID's is the
+    # base rate of a uniform draw), chunk supports only where a rule samples.
+    for run in (iid, acid):
+        assert [d["step"] for d in run["diagnostics"]] == [2, 4]
+        for d in run["diagnostics"]:
+            assert 0.0 <= d["select/precision"] <= 1.0 and 0.0 < d["select/base_rate"] <= 1.0
+    assert not any(k.startswith("select/support/") for k in iid["diagnostics"][0])
+    chunks = [k for k in acid["diagnostics"][0] if k.startswith("select/support/")]
+    assert chunks == ["select/support/00", "select/support/01"]  # n_chunks=2
+    # B = 32, chunks of 8: at most 32 and 24 candidates
+    assert all(1.0 <= d[c] <= 32 - 8 * i for d in acid["diagnostics"] for i, c in enumerate(chunks))
     report = (results / "README.md").read_text()
-    assert "| ACID beats IID |" in report and (results / "flops_vs_average.png").is_file()
+    assert "| acid | " in report.split("## Selection diagnostics")[1].split("## The claims")[0]
+    assert "| ACID beats IID |" in report
+    for plot in ("flops_vs_average", "selection_precision", "selection_support"):
+        assert (results / f"{plot}.png").is_file() and f"]({plot}.png)" in report
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("eval.json")}
     capsys.readouterr()
     # A rerun on a machine without the run directories trains nothing: the summaries are there.

@@ -5,6 +5,7 @@ The model embeds and forms pair logits; it never computes a loss.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -160,7 +161,11 @@ class TwoTower(eqx.Module):
 
     @jaxtyped(typechecker=typechecker)
     def embed_images(
-        self, images: Float[Array, "n H W C"], *, batch_size: int | None = None
+        self,
+        images: Float[Array, "n H W C"],
+        *,
+        batch_size: int | None = None,
+        flexi: bool = False,
     ) -> Float[Array, "n D"]:
         """L2-normalised image embeddings of a batch of channels-last images.
 
@@ -170,12 +175,16 @@ class TwoTower(eqx.Module):
         - `batch_size`: images embedded at once, in a loop over chunks; None:
           `default_batch_size` (all on accelerators, cache-sized chunks on CPU).
           The result does not depend on it beyond float rounding.
+        - `flexi`: images may be of another size, a multiple of the patch size
+          (`aced.models.ViT`, ``flexi``).
 
         **Returns:** (n, D), unit rows.
         """
         if batch_size is None:
-            batch_size = default_batch_size(images.shape[0], self.config.image.num_patches)
-        return _embed(self.image, images, batch_size)
+            patches = (images.shape[1] // self.config.image.patch_size) ** 2
+            batch_size = default_batch_size(images.shape[0], patches)
+        tower = functools.partial(self.image, flexi=True) if flexi else self.image
+        return _embed(tower, images, batch_size)
 
     @jaxtyped(typechecker=typechecker)
     def embed_texts(

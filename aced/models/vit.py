@@ -187,6 +187,22 @@ def posemb_sincos_2d(
     return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
 
 
+@jaxtyped(typechecker=typechecker)
+def resample_posemb(posemb: Float[Array, "P W"], grid: int) -> Float[Array, "Q W"]:
+    """Learned position embeddings of a square patch grid, resampled bilinearly to
+    ``grid x grid`` (FlexiViT; big_vision ``resample_posemb``). The same grid is returned as is.
+    """
+    old = round(posemb.shape[0] ** 0.5)
+    if old * old != posemb.shape[0]:
+        raise ValueError(f"{posemb.shape[0]} position embeddings do not form a square grid")
+    if grid == old:
+        return posemb
+    square = posemb.reshape(old, old, posemb.shape[1])
+    return jax.image.resize(square, (grid, grid, posemb.shape[1]), "linear").reshape(
+        grid * grid, posemb.shape[1]
+    )
+
+
 class MAPHead(eqx.Module):
     """Multihead attention pooling (big_vision ``MAPHead``, HF
     ``SiglipMultiheadAttentionPoolingHead``): a learned probe attends over the
@@ -253,30 +269,42 @@ class ViT(eqx.Module):
         self.config = config
 
     @jaxtyped(typechecker=typechecker)
-    def __call__(self, image: Float[Array, "H W C"]) -> Float[Array, " W_out"]:
+    def __call__(
+        self, image: Float[Array, "H W C"], *, flexi: bool = False
+    ) -> Float[Array, " W_out"]:
         """Embed one image.
 
         **Arguments:**
 
         - `image`: (image_size, image_size, channels), channels-last, already
           normalised.
+        - `flexi`: accept a square image of another size, a multiple of the
+          patch size: the position embeddings are resampled to its patch grid
+          (`resample_posemb`; sin-cos ones are computed for it), as FlexiViT
+          does. Cheap scoring (``step.selection.score_image_size``) uses it.
 
         **Returns:** the (un-normalised) image vector, (out_dim or width,).
         """
         c = self.config
         expected = (c.image_size, c.image_size, c.channels)
-        if image.shape != expected:
+        size = image.shape[0]
+        if flexi and image.shape == (size, size, c.channels) and size % c.patch_size == 0:
+            grid = size // c.patch_size
+        elif image.shape == expected:
+            grid = c.grid_size
+        else:
+            sizes = "a square image, a multiple of the patch size, " if flexi else ""
             raise ValueError(
-                f"image of shape {image.shape} does not match the config's {expected}; "
+                f"image of shape {image.shape} does not match the config's {sizes}{expected}; "
                 "resize the images or build the ViTConfig for this size"
             )
         patches = patchify(image, c.patch_size)  # (P, p*p*C)
         # (P, p*p*C) . (p*p*C, W) -> (P, W)
         x = self.patch_embedding(patches)
         if self.pos_embedding is None:
-            x = x + posemb_sincos_2d(c.grid_size, c.grid_size, c.width)
+            x = x + posemb_sincos_2d(grid, grid, c.width)
         else:
-            x = x + self.pos_embedding
+            x = x + resample_posemb(self.pos_embedding, grid)
         x = apply_blocks(self.blocks, x, scan_layers=c.scan_layers)
         x = jax.vmap(self.norm)(x)
         pooled = x.mean(axis=0) if self.map_head is None else self.map_head(x)

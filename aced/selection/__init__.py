@@ -1,6 +1,7 @@
 """Active selection: the pair-score and selection-rule registries, joint selection (dense and blocked)."""
 
 from aced.selection.blocked import joint_select_blocked
+from aced.selection.diagnostics import chunk_supports, effective_support, selection_terms
 from aced.selection.jest import (
     SELECTION_RULES,
     SelectionRule,
@@ -27,6 +28,8 @@ __all__ = [
     "PAIR_SCORES",
     "SELECTION_RULES",
     "Embedded",
+    "chunk_supports",
+    "effective_support",
     "PairScore",
     "SelectionRule",
     "greedy_top_k",
@@ -42,4 +45,5 @@ __all__ = [
     "score_matrix",
     "select_chunks",
     "selection_rule",
+    "selection_terms",
 ]

@@ -14,6 +14,7 @@ from jaxtyping import Array, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import BlockSizes, blocked_pair_score_sums, tiled_pair_score_diagonal
 from aced.selection.jest import (
+    ChunkSums,
     SelectionRule,
     check_counts,
     check_finite,
@@ -28,12 +29,19 @@ from aced.types import Embedded, check_views
     jax.jit, static_argnames=("combine", "n_select", "n_chunks", "block", "interpret", "rule")
 )
 def _joint_select_blocked(key, views, combine, n_select, n_chunks, block, interpret, rule):
+    diagonal, chunk_sums = blocked_terms(views, combine, block, interpret)
+    return select_chunks(key, diagonal, chunk_sums, n_select, n_chunks, rule)
+
+
+def blocked_terms(views, combine, block: BlockSizes, interpret: bool) -> tuple[Array, ChunkSums]:
+    """The diagonal and the `ChunkSums` that `select_chunks` reads, from the kernel:
+    a `PairScore`'s `views` of the two models and its `combine`."""
     diagonal = tiled_pair_score_diagonal(views, combine, block)
 
     def chunk_sums(chunk):
         return blocked_pair_score_sums(views, combine, chunk, block=block, interpret=interpret)
 
-    return select_chunks(key, diagonal, chunk_sums, n_select, n_chunks, rule)
+    return diagonal, chunk_sums
 
 
 @jaxtyped(typechecker=typechecker)

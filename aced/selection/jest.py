@@ -94,11 +94,16 @@ class SelectionRule:
       ``S_kk + sum_q (S_qk + S_kq)``); False: the whole sub-batch is one draw
       from the diagonal ``S_kk`` (no B x B matrix or kernel is needed).
     - `about`: one line for ``aced train --help``.
+    - `sampled_from`: ``(logits, n_chosen) -> logits`` whose softmax the draw
+      samples from, for the effective-support diagnostic
+      (`aced.selection.chunk_supports`); None when the draw is not such a
+      sample (greedy) or does not say, and then no support is reported.
     """
 
     draw: Draw
     joint: bool = True
     about: str = ""
+    sampled_from: Callable[[Array, Array], Array] | None = None
 
 
 def _jest(key, logits, n_chosen, k):
@@ -109,19 +114,29 @@ def _greedy(key, logits, n_chosen, k):
     return greedy_top_k(key, logits, k)
 
 
-def _jest_normalised(key, logits, n_chosen, k):
+def _as_is(logits, n_chosen):
+    return logits
+
+
+def _normalised(logits, n_chosen):
     # The conditional logits are sums over the 2|Q| + 1 terms an example adds to the
     # sub-batch (its row, its column, its diagonal): their mean keeps one scale in every chunk.
-    return sample_top_k(key, logits / (2 * n_chosen + 1).astype(logits.dtype), k)
+    return logits / (2 * n_chosen + 1).astype(logits.dtype)
+
+
+def _jest_normalised(key, logits, n_chosen, k):
+    return sample_top_k(key, _normalised(logits, n_chosen), k)
 
 
 SELECTION_RULES: dict[str, SelectionRule] = {
-    "jest": SelectionRule(_jest, True, "JEST: each chunk sampled from softmax of its logits"),
+    "jest": SelectionRule(
+        _jest, True, "JEST: each chunk sampled from softmax of its logits", _as_is
+    ),
     "greedy": SelectionRule(_greedy, True, "each chunk the top conditional logits (no noise)"),
     "jest_normalised": SelectionRule(
-        _jest_normalised, True, "JEST with each chunk's logits divided by 2|Q| + 1"
+        _jest_normalised, True, "JEST with each chunk's logits divided by 2|Q| + 1", _normalised
     ),
-    "independent": SelectionRule(_jest, False, "one draw from softmax(diag S): not joint"),
+    "independent": SelectionRule(_jest, False, "one draw from softmax(diag S): not joint", _as_is),
     "independent_greedy": SelectionRule(_greedy, False, "the top of diag S: not joint"),
 }
 
@@ -197,11 +212,18 @@ def dense_chunk_sums(scores: Float[Array, "B B"], n_select: int, n_chunks: int) 
     return sums
 
 
+def dense_terms(
+    scores: Float[Array, "B B"], n_select: int, n_chunks: int
+) -> tuple[Float[Array, " B"], ChunkSums]:
+    """The diagonal and the `ChunkSums` that `select_chunks` reads, from a dense matrix."""
+    scores = scores.astype(jnp.float32)
+    return jnp.diagonal(scores), dense_chunk_sums(scores, n_select, n_chunks)
+
+
 @functools.partial(jax.jit, static_argnames=("n_select", "n_chunks", "rule"))
 def _joint_select(key, scores, n_select, n_chunks, rule):
-    scores = scores.astype(jnp.float32)
-    sums = dense_chunk_sums(scores, n_select, n_chunks)
-    return select_chunks(key, jnp.diagonal(scores), sums, n_select, n_chunks, rule)
+    diagonal, sums = dense_terms(scores, n_select, n_chunks)
+    return select_chunks(key, diagonal, sums, n_select, n_chunks, rule)
 
 
 @jaxtyped(typechecker=typechecker)

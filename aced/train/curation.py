@@ -113,6 +113,24 @@ def reference_view(
     return jax.lax.stop_gradient(view)
 
 
+def scoring_images(images: Float[Array, "B H W C"], size: int) -> Float[Array, "B h w C"]:
+    """The super-batch's images as the learner scores them: resized to ``size`` (linear,
+    antialiased) for Flexi scoring, as they are when ``size`` is 0."""
+    if not size or size == images.shape[1]:
+        return images
+    return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear")
+
+
+def learner_view(learner: TwoTower, batch: SuperBatch, config: StepConfig, mesh: Mesh) -> Embedded:
+    """The learner's embeddings of the super-batch for scoring (no gradient), at
+    ``selection.score_image_size`` when Flexi scoring is on."""
+    learner = jax.lax.stop_gradient(learner)
+    size = config.selection.score_image_size
+    images = scoring_images(batch.images, size)
+    zimg, ztxt = embed_sharded(learner, images, batch.tokens, mesh, flexi=bool(size))
+    return jax.lax.stop_gradient(embedded(learner, zimg, ztxt))
+
+
 def curate(
     key: PRNGKeyArray,
     learner: TwoTower,
@@ -133,10 +151,7 @@ def curate(
     if not config.uses_selection:
         idx = jax.random.permutation(key, batch.images.shape[0])[:b].astype(jnp.int32)
         return idx, ref_all, {}
-    learner = jax.lax.stop_gradient(learner)
-    learner_all = jax.lax.stop_gradient(
-        embedded(learner, *embed_sharded(learner, batch.images, batch.tokens, mesh))
-    )
+    learner_all = learner_view(learner, batch, config, mesh)
     idx = _select(key, learner_all, ref_all, b, config, mesh)
     per_example = per_example_scores(learner_all, ref_all, config.selection.score)
     metrics = {

@@ -11,7 +11,8 @@
   ``metrics.jsonl`` and TensorBoard events (`aced.train.logs`), every record
   carrying the cumulative training FLOPs (``flops_cumulative``: every step's
   ``flops``, plus the one-off cache pass when the run makes the cache) and
-  the reference's own training FLOPs (``reference_flops``); evaluates
+  the reference's own training FLOPs (``reference_flops``), and on log
+  steps the selection diagnostics (`aced.train.diagnostics`); evaluates
   every ``train.eval_every`` steps and at the end (``eval.json``,
   `aced.train.evaluation`);
 - saves a checkpoint every ``train.checkpoint_every`` steps and at the end,
@@ -44,6 +45,7 @@ from aced.train.checkpoint import (
     save_model,
 )
 from aced.train.config import RunConfig, StepConfig, migrate, to_dict
+from aced.train.diagnostics import make_support_fn, selection_diagnostics
 from aced.train.evaluation import EVAL_FILE, build_eval_suite, run_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
@@ -87,7 +89,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def compiled_step(config: StepConfig, mesh: Mesh) -> Callable:
     """`make_train_step` once per step configuration and mesh, so that a run resumed
     (or a reference trained) in the same process reuses the compiled step."""
-    return make_train_step(config, mesh)
+    return make_train_step(config, mesh, with_indices=True)
 
 
 def train(run: RunConfig) -> dict[str, Any]:
@@ -179,6 +181,7 @@ def train(run: RunConfig) -> dict[str, Any]:
     )
     suite = build_eval_suite(run)
     step_fn = compiled_step(run.step, mesh)
+    supports_fn = make_support_fn(run.step, mesh)
     manager = open_checkpoints(out, keep=run.train.keep_checkpoints)
     log = MetricsLog(out, start)
 
@@ -227,8 +230,10 @@ def train(run: RunConfig) -> dict[str, Any]:
     try:
         with StopRequest() as stop:
             while step < run.train.steps:
-                batch = super_batch(next(batches), mesh, cache)
-                state, metrics = step_fn(state, batch, frozen)
+                rows = next(batches)
+                batch = super_batch(rows, mesh, cache)
+                before = state.learner  # the learner that selected, for the diagnostics
+                state, metrics, chosen = step_fn(state, batch, frozen)
                 step += 1
                 host = {k: float(v) for k, v in metrics.items()}
                 flops_total += host.get("flops", 0.0)
@@ -246,7 +251,10 @@ def train(run: RunConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
                 if step % run.train.log_every == 0 or step == run.train.steps:
-                    log.write(step, {**totals(), "examples_per_s": rate, **host})
+                    diagnostics = selection_diagnostics(
+                        supports_fn, before, batch, frozen, chosen, rows.get("quality")
+                    )
+                    log.write(step, {**totals(), "examples_per_s": rate, **host, **diagnostics})
                     window_start, window_steps = time.perf_counter(), 0
                 every = run.train.eval_every
                 if every and step % every == 0 and step != run.train.steps:

@@ -58,15 +58,17 @@ def embed_sharded(
     mesh: Mesh,
     *,
     batch_size: int | None = None,
+    flexi: bool = False,
 ) -> tuple[Float[Array, "n D"], Float[Array, "n D"]]:
     """Both towers' embeddings, each device embedding its shard of the batch
-    `batch_size` examples at a time (None: the towers' default)."""
+    `batch_size` examples at a time (None: the towers' default); `flexi`: as
+    in `TwoTower.embed_images`."""
     params, static = eqx.partition(model, eqx.is_array)
 
     def local(params, images, tokens):
         m = eqx.combine(params, static)
         return (
-            m.embed_images(images, batch_size=batch_size),
+            m.embed_images(images, batch_size=batch_size, flexi=flexi),
             m.embed_texts(tokens, batch_size=batch_size),
         )
 

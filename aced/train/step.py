@@ -18,7 +18,7 @@ from beartype import beartype as typechecker
 from jax.sharding import Mesh
 from jaxtyping import Array, Float, Int, jaxtyped
 
-from aced.flops import train_step_flops
+from aced.flops import flexi_config, train_step_flops
 from aced.losses import contrastive_loss, kd_loss
 from aced.models import TwoTower, TwoTowerConfig
 from aced.selection import Embedded, pair_score, selection_rule
@@ -60,6 +60,7 @@ def step_flops(
         selection_scope=sel.scope,
         n_devices=n_devices,
         num_tokens=num_tokens,
+        scoring_learner=flexi_config(learner, sel.score_image_size),
         kd_separate_batch=config.uses_kd
         and config.uses_selection
         and config.distill.batch == "iid",
@@ -160,6 +161,24 @@ def train_step(
     ``grad_norm``, score statistics of the selected vs all examples, and the
     step's analytic training FLOPs (``flops``).
     """
+    state, metrics, _ = train_step_with_indices(state, batch, reference, config, mesh)
+    return state, metrics
+
+
+@jaxtyped(typechecker=typechecker)
+def train_step_with_indices(
+    state: TrainState,
+    batch: SuperBatch,
+    reference: TwoTower | None,
+    config: StepConfig,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, dict[str, Float[Array, ""]], Int[Array, " b"]]:
+    """`train_step`, also returning the b positions in the super-batch it trained on.
+
+    The positions are for diagnostics read outside the step
+    (`aced.train.diagnostics`): which examples were chosen, in the order the
+    selection drew them (uniform for IID and KD).
+    """
     mesh = default_mesh() if mesh is None else mesh
     B = batch.images.shape[0]
     b = config.check_shapes(B, mesh.shape[AXIS])
@@ -214,15 +233,21 @@ def train_step(
         (state.step + 1, new_learner, new_projection, opt_state, key),
         is_leaf=lambda x: x is None,
     )
-    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, idx
 
 
-def make_train_step(config: StepConfig, mesh: Mesh | None = None) -> Callable:
-    """``jit``-compiled ``step(state, batch, reference) -> (state, metrics)`` for a fixed config."""
+def make_train_step(
+    config: StepConfig, mesh: Mesh | None = None, *, with_indices: bool = False
+) -> Callable:
+    """``jit``-compiled ``step(state, batch, reference) -> (state, metrics)`` for a fixed config.
+
+    With `with_indices`, ``-> (state, metrics, indices)`` (`train_step_with_indices`).
+    """
     mesh = default_mesh() if mesh is None else mesh
+    fn = train_step_with_indices if with_indices else train_step
 
     @eqx.filter_jit
     def step(state: TrainState, batch: SuperBatch, reference: TwoTower | None):
-        return train_step(state, batch, reference, config, mesh)
+        return fn(state, batch, reference, config, mesh)
 
     return step

@@ -231,10 +231,27 @@ class RunConfig:
                 f"{BUILTIN_IMAGE_SIZE} x {BUILTIN_IMAGE_SIZE}; set model.image_size={BUILTIN_IMAGE_SIZE}"
             )
         _check_tower("reference.image_variant", self.reference.image_variant, self.model.image_size)
+        self._check_flexi()
         if self.step.reference_embeddings == "cached" and not self.needs_reference:
             raise ValueError(
                 f"step.reference_embeddings='cached' but method={self.step.method!r} uses no "
                 "reference; set step.reference_embeddings=online"
+            )
+
+    def _check_flexi(self) -> None:
+        size, full = self.step.selection.score_image_size, self.model.image_size
+        if not size:
+            return
+        patch = decode_variant(self.model.image_variant)["patch_size"]
+        if not self.step.uses_selection:
+            raise ValueError(
+                f"step.selection.score_image_size={size} but method={self.step.method!r} "
+                "scores nothing; set it to 0 or use acid / aced"
+            )
+        if size >= full or size % patch:
+            raise ValueError(
+                f"step.selection.score_image_size={size} must be a multiple of the learner's "
+                f"patch size {patch} below model.image_size={full} (e.g. {full // 2 // patch * patch})"
             )
 
     @property

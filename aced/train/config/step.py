@@ -66,11 +66,19 @@ class SelectionConfig:
     interpret: bool = help_field(
         "run the Pallas kernel in interpret mode (required on CPU)", default=True
     )
+    score_image_size: int = help_field(
+        "Flexi scoring (FlexiJEST): the learner scores the super-batch with its images "
+        "resized to this side (a multiple of the patch size, below model.image_size; its "
+        "position embeddings resampled), cutting the scoring forward; 0: the training size",
+        default=0,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self, "step.selection.")
         if not 0.0 <= self.filter_ratio < 1.0:
             raise ValueError(f"filter_ratio={self.filter_ratio} must be in [0, 1)")
+        if self.score_image_size < 0:
+            raise ValueError(f"score_image_size={self.score_image_size} must be >= 0 (0: off)")
         if self.n_chunks < 1:
             raise ValueError(f"n_chunks={self.n_chunks} must be >= 1")
 
