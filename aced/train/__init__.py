@@ -30,7 +30,13 @@ from aced.train.config import (
 from aced.train.curation import curate, embedded, reference_view, select_indices
 from aced.train.sharding import AXIS, default_mesh, embed_sharded, replicate, shard_batch
 from aced.train.state import SuperBatch, TrainState, init_train_state, make_optimizer
-from aced.train.step import learner_update, make_train_step, step_flops, train_step
+from aced.train.step import (
+    learner_update,
+    make_train_step,
+    step_flops,
+    train_step,
+    train_step_with_indices,
+)
 
 __all__ = [
     "AXIS",
@@ -68,5 +74,6 @@ __all__ = [
     "step_flops",
     "to_dict",
     "train_step",
+    "train_step_with_indices",
     "updated",
 ]
