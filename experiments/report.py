@@ -67,16 +67,19 @@ def _selection(arms: dict[str, list[dict]]) -> list[str]:
 
 
 def _claims(arms: dict[str, list[dict]], budget: dict[str, list[dict]]) -> list[str]:
-    lines = ["| claim | equal steps: answer (gap, spread) | equal FLOPs vs IID |", "|---|---|---|"]
+    lines = [
+        "| claim | equal steps: answer (gap, spread) | equal FLOPs: gap to the baseline's "
+        "longer run |",
+        "|---|---|---|",
+    ]
     score = lambda arm: [s["scores"]["average"] for s in arms.get(arm, [])]  # noqa: E731
     for claim, (better, worse) in CLAIMS.items():
         if not score(better) or not score(worse):
             lines.append(f"| {claim} | not run | |")
             continue
         answer, gap, spread = verdict(score(better), score(worse))
-        flop_cell = (
-            _equal_flops(arms[better], budget.get("iid_budget", [])) if worse == "iid" else ""
-        )
+        longer = budget.get(f"{worse}_budget")
+        flop_cell = _equal_flops(arms[better], longer) if longer else ""
         lines.append(
             f"| {claim} | {answer} ({100 * gap:+.1f}, ±{100 * spread:.1f}) | {flop_cell} |"
         )
@@ -102,14 +105,19 @@ def _claims(arms: dict[str, list[dict]], budget: dict[str, list[dict]]) -> list[
     return lines
 
 
-def _equal_flops(group: list[dict], iid_budget: list[dict]) -> str:
-    """The arm's final average minus IID's at the same total FLOPs, per reading."""
+def _equal_flops(group: list[dict], longer: list[dict]) -> str:
+    """The arm's final average minus the baseline's at the same total FLOPs, per reading,
+    read on the baseline's longer run of the same seed (less its own reference's cost
+    under the included reading)."""
     cells = []
     for reading in READINGS:
         gaps = []
         for s in group:
-            long = [b for b in iid_budget if b["seed"] == s["seed"]]
-            at = interpolate(long[0]["curve"], total_flops(s, reading)) if long else None
+            long = [b for b in longer if b["seed"] == s["seed"]]
+            at = None
+            if long:
+                own = total_flops(long[0], reading) - long[0]["flops"]
+                at = interpolate(long[0]["curve"], total_flops(s, reading) - own)
             if at is not None:
                 gaps.append(s["scores"]["average"] - at)
         cells.append(f"{reading} {_pm(gaps) if gaps else 'n/a'}")

@@ -141,16 +141,25 @@ def git_commit() -> str:
         return "unknown"
 
 
-def budget_steps(summaries: dict[str, dict], iid_flops_per_step: float) -> int:
-    """IID steps that spend the largest training FLOPs of any arm (reference amortised).
+def budget_steps(summaries: dict[str, dict], base: dict) -> int:
+    """Steps of the `base` arm's run that spend the largest training FLOPs of any arm
+    (reference amortised).
 
-    Not the largest total with the reference included: at CPU scale training the
-    reference costs tens of times a student run, and an IID run that long is
-    beyond the study's time. Under the included reading the report shows a budget
-    past the IID run's end as beyond it ("n/a"), never extrapolated.
+    The base arm's FLOPs are a fixed part (the reference cache pass, when it makes
+    one) plus a constant per step, both read from its evaluation curve. Not the
+    largest total with the reference included: at CPU scale training the
+    reference costs tens of times a student run, and a run that long is beyond
+    the study's time. Under the included reading the report shows a budget past
+    the baseline's end as beyond it ("n/a"), never extrapolated.
     """
     most = max(s["flops"] for s in summaries.values())
-    return math.ceil(most / iid_flops_per_step)
+    first, last = base["curve"][0], base["curve"][-1]
+    if last["step"] > first["step"]:
+        per_step = (last["flops"] - first["flops"]) / (last["step"] - first["step"])
+    else:
+        per_step = base["flops"] / base["steps"]
+    fixed = base["flops"] - per_step * base["steps"]
+    return math.ceil((most - fixed) / per_step)
 
 
 def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: bool = False):
@@ -160,7 +169,8 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
     if plan_only:
         for kind, item, seed in todo:
             print(kind, item if kind == "reference" else run_name(item.name, seed))
-        print("arm iid_budget (IID for the largest total of any arm)")
+        for base in s.budget_arms:
+            print(f"budget {base}_budget (each seed, for the largest FLOPs of any arm)")
         return
     commit = git_commit()
 
@@ -198,24 +208,43 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
             )
             write_summary(results, name, summary)
         summaries[name] = summary
-    # The equal-FLOP baseline: one IID run per seed, as long as the most expensive arm.
-    for seed in s.seeds:
-        iid = summaries[run_name("iid", seed)]
-        steps = budget_steps(summaries, iid["flops"] / iid["steps"])
-        arm = Arm("iid_budget", "iid")
-        overrides = arm_overrides(s, arm, seed, runs)
-        overrides += [f"train.steps={steps}", f"train.eval_every={s.budget_eval_every}"]
-        check = apply_overrides(preset("iid"), overrides)
-        if check.step.optim.decay_steps:
-            raise ValueError("the equal-FLOP baseline needs a constant learning rate after warm-up")
-        if committed(results, run_name("iid_budget", seed), overrides) is not None:
-            continue
-        out = train_run("iid", overrides)
-        summary = summarise(
-            out, kind="budget", arm="iid_budget", seed=seed, commit=commit, key=key(overrides)
-        )
-        summary["command"] = "aced train --preset iid " + " ".join(overrides)
-        write_summary(results, run_name("iid_budget", seed), summary)
+    # The equal-FLOP baselines: per seed, a budget arm run as long as the most expensive arm.
+    for base_name in s.budget_arms:
+        base_arm = s.arm(base_name)
+        for seed in s.seeds:
+            base = summaries[run_name(base_name, seed)]
+            arm = Arm(
+                f"{base_name}_budget",
+                base_arm.preset,
+                base_arm.overrides,
+                base_arm.reference,
+                base_arm.student,
+            )
+            name = run_name(arm.name, seed)
+            overrides = arm_overrides(s, arm, seed, runs)
+            steps = budget_steps(summaries, base)
+            overrides += [f"train.steps={steps}", f"train.eval_every={s.budget_eval_every}"]
+            check = apply_overrides(preset(arm.preset), overrides)
+            if check.step.optim.decay_steps:
+                raise ValueError(
+                    "an equal-FLOP baseline needs a constant learning rate after warm-up"
+                )
+            if committed(results, name, overrides) is not None:
+                continue
+            if arm.reference:
+                reference(arm.reference, need_model=True)
+            out = train_run(arm.preset, overrides)
+            summary = summarise(
+                out,
+                kind="budget",
+                arm=arm.name,
+                seed=seed,
+                reference=arm.reference,
+                commit=commit,
+                key=key(overrides),
+            )
+            summary["command"] = f"aced train --preset {arm.preset} " + " ".join(overrides)
+            write_summary(results, name, summary)
     from report import write_report
 
     write_report(name, results)

@@ -7,12 +7,13 @@ A study is a list of runs, each one ``aced train`` run directory:
   training FLOPs are reported beside the students';
 - **arms**: a method preset plus ``key=value`` overrides, a reference and a
   student size, run for each of its seeds;
-- **the equal-FLOP baseline** ``iid_budget``: IID run long enough to spend
+- **the equal-FLOP baselines** ``<arm>_budget`` for each of `budget_arms`
+  (IID, and KD at CPU and accelerator scale): the arm run long enough to spend
   the largest training FLOPs (reference amortised) of any arm, evaluated every
   ``budget_eval_every`` steps. The method presets keep the learning rate
   constant after warm-up (``step.optim.decay_steps=0``), so the first s steps
-  of this run are exactly an IID run of s steps: its evaluation curve is the
-  IID baseline at every FLOP budget, read at each arm's FLOPs.
+  of this run are exactly the arm's run of s steps: its evaluation curve is
+  that baseline at every FLOP budget, read at each other arm's FLOPs.
 
 Every number the report prints comes from these runs; nothing is tuned to
 the outcome. The claims each arm serves are listed in `CLAIMS`.
@@ -56,6 +57,11 @@ class Study:
     arms: tuple[Arm, ...]
     seeds: tuple[int, ...]
     budget_eval_every: int
+    # Arms given a longer run per seed (``<arm>_budget``): the equal-FLOP baselines.
+    budget_arms: tuple[str, ...] = ("iid",)
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
 
 
 def _arms(big: str, small: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm, ...]:
@@ -127,6 +133,7 @@ def _scaled(
         arms=_arms(big, small, fs, flexi=BUILTIN_IMAGE_SIZE // 2),
         seeds=(0, 1, 2),
         budget_eval_every=budget_every,
+        budget_arms=("iid", "kd"),
     )
 
 
