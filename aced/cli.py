@@ -162,9 +162,16 @@ def _train(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     scores = {k.removeprefix("eval/"): v for k, v in result.items() if k.startswith("eval/")}
+    reference = ""
+    if result["reference_flops"] or not result["reference_flops_known"]:
+        reference = (
+            f" (+ {result['reference_flops']:.3e} that trained the reference)"
+            if result["reference_flops_known"]
+            else " (+ the reference's training, cost unknown)"
+        )
     print(
         f"run {run.train.out_dir}: {result['step']} steps, "
-        f"{result['flops_cumulative']:.3e} training FLOPs"
+        f"{result['flops_cumulative']:.3e} training FLOPs{reference}"
     )
     if scores:
         from aced.eval import format_table

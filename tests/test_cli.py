@@ -76,6 +76,7 @@ def test_train_then_eval_reproduces_the_run_scores(tmp_path, capsys):
     assert main(["train", "--preset", "iid", *micro_overrides(run_dir, 2)]) == 0
     out = capsys.readouterr().out
     assert f"run {run_dir}: 2 steps" in out and "average" in out and "chance" in out
+    assert "reference" not in out.splitlines()[0]  # IID: no reference cost to add
     trained = json.loads((run_dir / "eval.json").read_text())["scores"]
 
     assert main(["eval", str(run_dir), "--out", str(tmp_path / "again.json")]) == 0

@@ -133,7 +133,7 @@ def test_sqrt_normalised_rule_divides_each_chunk_by_sqrt_2q_plus_1(forks):
     assert supports["jest_sqrt_normalised"][-1] > supports["jest"][-1]
 
 
-def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
+def test_similarity_l1_kd_through_aced_train(forks, tmp_path, capsys):
     from aced.cli import main
 
     plugin = tmp_path / "my_kd.py"
@@ -142,6 +142,8 @@ def test_similarity_l1_kd_through_aced_train(forks, tmp_path):
     # The loop tests' tiny run (IID settings: f = 0, a 2-step reference), as KD.
     overrides = [*micro_overrides(tmp_path / "run", 2), "step.distill.loss=similarity_l1"]
     assert main(["train", "--plugin", str(plugin), "--preset", "kd", *overrides]) == 0
+    # the reference it trained first is reported apart from its own training FLOPs
+    assert "training FLOPs (+ " in capsys.readouterr().out
     assert "similarity_l1" in KD_LOSSES
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     import json
