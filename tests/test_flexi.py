@@ -30,7 +30,8 @@ def test_resample_posemb_keeps_its_grid_and_constant_embeddings():
 
 @pytest.mark.parametrize("posemb", ["learn", "sincos2d"])
 def test_flexi_forward_is_the_small_vit_with_resampled_position_embeddings(posemb):
-    big = ViTConfig.from_variant("mu/7", image_size=28, channels=1, posemb=posemb)
+    small_tower = {"width": 16, "depth": 1, "mlp_dim": 32, "num_heads": 2}
+    big = ViTConfig.from_variant("mu/7", image_size=28, channels=1, posemb=posemb, **small_tower)
     small = dataclasses.replace(big, image_size=14)
     vit = ViT(big, key=jax.random.key(0))
     image = jax.random.normal(jax.random.key(1), (14, 14, 1))
