@@ -21,6 +21,8 @@ the outcome. The claims each arm serves are listed in `CLAIMS`.
 
 from dataclasses import dataclass
 
+from aced.models import decode_variant
+from aced.train.config import preset
 from aced.train.config.run import BUILTIN_IMAGE_SIZE
 
 # What the report answers, and the two arms of each comparison (better, worse).
@@ -98,6 +100,18 @@ def _arms(big: str, small: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm,
 _SCALE_FREE = ("step.optim.decay_steps=0",)
 
 
+def reference_learning_rate(variant: str) -> float:
+    """A reference's peak learning rate: the presets' (tuned for the `mu` width) scaled by
+    mu's width over the reference's, as muP scales Adam's rate for hidden weights.
+
+    At the presets' rate the wider towers do not train: `micro/7` sat on the
+    loss plateau of the all-negative solution for 250 of its 300 steps, and
+    `nano/7` diverged for 50 steps (experiments/README.md, "References").
+    """
+    base = preset("reference").step.optim.learning_rate
+    return base * decode_variant("mu/7")["width"] / decode_variant(variant)["width"]
+
+
 def _scaled(
     name: str,
     about: str,
@@ -127,6 +141,8 @@ def _scaled(
                 f"model.text_variant={variant.split('/')[0]}",
                 f"data.size={data_size}",
                 f"train.steps={reference_steps}",
+                f"step.optim.learning_rate={reference_learning_rate(variant):g}",
+                f"train.eval_every={eval_every}",
             )
             for ref, variant in references.items()
         },
