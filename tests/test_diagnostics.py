@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AxisType, Mesh
+from step_problem import B, step_config, tiny_batch, tiny_models
 
 from aced.selection import (
     SELECTION_RULES,
@@ -14,10 +16,13 @@ from aced.selection import (
     effective_support,
     joint_select,
     joint_select_blocked,
+    score_matrix,
     selection_terms,
 )
 from aced.selection.jest import dense_terms
-from aced.train.diagnostics import selection_precision
+from aced.train.config import SelectionConfig
+from aced.train.curation import learner_view, reference_view
+from aced.train.diagnostics import make_support_fn, selection_precision
 
 SAMPLED = [name for name, rule in SELECTION_RULES.items() if rule.sampled_from is not None]
 SCALE = {  # what each built-in sampled rule divides chunk i's logits by (n = examples chosen)
@@ -134,3 +139,36 @@ def test_precision_known_values():
     assert got["select/precision"] + sum(got[k] for k in kinds) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"must lie in \[0, 6\)"):
         selection_precision(quality, np.array([6]))
+
+
+def test_local_scope_support_is_the_mean_of_each_devices_replay():
+    learner, reference = tiny_models()
+    batch, n_dev = tiny_batch(), 4
+    mesh = Mesh(np.array(jax.devices()[:n_dev]), ("data",), axis_types=(AxisType.Auto,))
+    selection = SelectionConfig(filter_ratio=0.5, n_chunks=2, scope="local")
+    config = step_config("acid", selection=selection, reference_embeddings="online")
+    rows, n_select = B // n_dev, B // 2 // n_dev
+    # any n_select distinct rows of each device's shard, in the order a selection drew them
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([d * rows + rng.permutation(rows)[:n_select] for d in range(n_dev)])
+    idx = jnp.asarray(idx, jnp.int32)
+    got = make_support_fn(config, mesh)(learner, batch, reference, idx)
+    views = jax.jit(
+        lambda lrn, ref, bt: (
+            learner_view(lrn, bt, config, mesh),
+            reference_view(ref, bt, config, mesh),
+        )
+    )
+    mine, theirs = views(learner, reference, batch)
+    per_device = []
+    for d, chosen in enumerate(np.asarray(idx).reshape(n_dev, -1)):
+        part = slice(d * rows, (d + 1) * rows)
+
+        def shard(v):
+            return Embedded(v.zimg[part], v.ztxt[part], v.t, v.b)
+
+        scores = score_matrix(shard(mine), shard(theirs), "learnability")
+        terms = dense_terms(scores, n_select, 2)
+        local = jnp.asarray(chosen - d * rows)
+        per_device.append(np.asarray(chunk_supports(*terms, local, 2, "jest")))
+    np.testing.assert_allclose(got, np.mean(per_device, axis=0), rtol=1e-5)
