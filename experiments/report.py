@@ -86,7 +86,7 @@ def _claims(arms: dict[str, list[dict]], budget: dict[str, list[dict]]) -> list[
     for claim, pairs in {
         "ACID's lead holds across reference sizes": [
             ("acid", "iid"),
-            ("acid_small_reference", "iid"),
+            ("acid_other_reference", "iid"),
         ],
         "smaller students gain most": [
             ("acid", "iid"),

@@ -66,12 +66,10 @@ class Study:
         return next(a for a in self.arms if a.name == name)
 
 
-def _arms(big: str, small: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm, ...]:
-    """The arms every scale shares; `big` / `small` name the two reference sizes,
-    `flexi` the image side the learner scores at in the Flexi arm."""
-    kd, acid, aced = (
-        dict(preset=p, reference=big) for p in ("kd", "acid", "aced")
-    )  # the headline reference: the larger one
+def _arms(main: str, other: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm, ...]:
+    """The arms every scale shares; `main` names the headline reference and `other` the
+    second reference size, `flexi` the image side the learner scores at in the Flexi arm."""
+    kd, acid, aced = (dict(preset=p, reference=main) for p in ("kd", "acid", "aced"))
     arms = [
         Arm("iid", "iid", headline=True),
         Arm("kd", **kd, headline=True),
@@ -85,10 +83,10 @@ def _arms(big: str, small: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm,
         Arm("acid_normalised", **acid, overrides=("step.selection.rule=jest_normalised",)),
         Arm("acid_flexi", **acid, overrides=(f"step.selection.score_image_size={flexi}",)),
         Arm("aced_iid_distill", **aced, overrides=("step.distill.batch=iid",)),
-        Arm("acid_small_reference", "acid", reference=small),
-        Arm("kd_small_reference", "kd", reference=small),
+        Arm("acid_other_reference", "acid", reference=other),
+        Arm("kd_other_reference", "kd", reference=other),
         Arm("iid_large_student", "iid", student="large"),
-        Arm("acid_large_student", "acid", reference=big, student="large"),
+        Arm("acid_large_student", "acid", reference=main, student="large"),
     ]
     arms += [
         Arm(f"acid_f{int(100 * f)}", **acid, overrides=(f"step.selection.filter_ratio={f}",))
@@ -124,9 +122,9 @@ def _scaled(
     fs: tuple[float, ...],
 ) -> Study:
     """A full study: `students` (small, large) image towers, `references` name -> variant
-    (the larger first), `steps` = (train steps, eval every, the IID budget's eval every)."""
+    (the headline reference first), `steps` = (train steps, eval every, the IID budget's eval every)."""
     train_steps, eval_every, budget_every = steps
-    big, small = references
+    main, other = references
     return Study(
         name=name,
         about=about,
@@ -146,7 +144,7 @@ def _scaled(
             )
             for ref, variant in references.items()
         },
-        arms=_arms(big, small, fs, flexi=BUILTIN_IMAGE_SIZE // 2),
+        arms=_arms(main, other, fs, flexi=BUILTIN_IMAGE_SIZE // 2),
         seeds=(0, 1, 2),
         budget_eval_every=budget_every,
         budget_arms=("iid", "kd"),
@@ -202,7 +200,7 @@ STUDIES: dict[str, Study] = {
         "cpu",
         "the study at CPU scale: mu/7 students, nano/7 and micro/7 references",
         students=("mu/7", "nano/7"),
-        references={"micro": "micro/7", "nano": "nano/7"},
+        references={"nano": "nano/7", "micro": "micro/7"},
         steps=(300, 100, 50),
         data_size=10000,
         reference_steps=300,
