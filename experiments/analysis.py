@@ -85,12 +85,18 @@ def verdict(better: list[float], worse: list[float]) -> tuple[str, float, float]
 def flops_per_accuracy(summaries: list[dict]) -> list[dict]:
     """For each arm (seed-averaged where it has several seeds): the FLOPs it needs to reach
     IID's final suite average (seed-averaged), under both readings, and the ratio to the
-    FLOPs at which IID's own curve first reaches it (so IID's ratio is 1)."""
+    FLOPs at which IID's own curve first reaches it (so IID's ratio is 1; None when
+    an IID seed never reaches it)."""
     arms = by_arm(summaries)
     if "iid" not in arms:
         return []
     target = statistics.fmean(s["scores"]["average"] for s in arms["iid"])
-    iid_flops = statistics.fmean(flops_to_reach(s["curve"], target) for s in arms["iid"])
+    # IID's own FLOPs to the target, per seed on its longest curve (the equal-FLOP run
+    # where there is one): a seed that ends below the mean may reach it later, or never
+    # (then no ratio is defined, and the FLOPs are still shown).
+    longer = {s["seed"]: s for s in by_arm(summaries, "budget").get("iid_budget", [])}
+    iid_reached = [flops_to_reach(longer.get(s["seed"], s)["curve"], target) for s in arms["iid"]]
+    iid_flops = None if None in iid_reached else statistics.fmean(iid_reached)
     rows = []
     for arm, group in arms.items():
         row: dict = {"arm": arm, "target": target, "seeds": len(group)}
@@ -103,7 +109,7 @@ def flops_per_accuracy(summaries: list[dict]) -> list[dict]:
                 row[reading], row[f"{reading}_ratio"] = None, None
             else:
                 row[reading] = statistics.fmean(reached)
-                row[f"{reading}_ratio"] = row[reading] / iid_flops
+                row[f"{reading}_ratio"] = row[reading] / iid_flops if iid_flops else None
         rows.append(row)
     return rows
 

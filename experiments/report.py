@@ -235,7 +235,7 @@ def write_report(preset: str, results: pathlib.Path) -> pathlib.Path:
     ]
     for row in flops_per_accuracy(summaries):
         cells = [
-            "not reached"
+            ("n/a" if "ratio" in k else "not reached")
             if row[k] is None
             else (f"{row[k]:.3g}" if "ratio" not in k else f"{row[k]:.2f}")
             for k in ("amortised", "amortised_ratio", "included", "included_ratio")

@@ -10,7 +10,7 @@ from aced import cli
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 
-from analysis import flops_to_reach, interpolate, verdict  # noqa: E402
+from analysis import flops_per_accuracy, flops_to_reach, interpolate, verdict  # noqa: E402
 from reproduce import planned, run_name  # noqa: E402
 from study import STUDIES  # noqa: E402
 
@@ -29,6 +29,39 @@ def test_interpolation_and_flops_to_reach_known_values():
     assert flops_to_reach(CURVE, 0.3, offset=100.0) == pytest.approx(115.0)
     assert flops_to_reach(CURVE, 0.2) == 10.0
     assert flops_to_reach(CURVE, 0.5) is None
+
+
+def run(kind, arm, seed, curve, reference_flops=0.0):
+    final = curve[-1]
+    return {
+        "kind": kind,
+        "arm": arm,
+        "seed": seed,
+        "curve": [{"flops": f, "average": a} for f, a in curve],
+        "flops": final[0],
+        "scores": {"average": final[1]},
+        "reference_flops": reference_flops,
+    }
+
+
+def test_flops_per_accuracy_reads_iid_seeds_on_their_longer_runs():
+    # IID's mean final average is 0.3; seed 1 ends below it and reaches it only on its
+    # longer (equal-FLOP) run, at 25 FLOPs (halfway from 10 to 40); seed 0 at 10.
+    summaries = [
+        run("arm", "iid", 0, [(10, 0.4)]),
+        run("arm", "iid", 1, [(10, 0.2)]),
+        run("budget", "iid_budget", 1, [(10, 0.2), (40, 0.4)]),
+        run("arm", "acid", 0, [(5, 0.1), (15, 0.5)], reference_flops=100.0),
+    ]
+    rows = {r["arm"]: r for r in flops_per_accuracy(summaries)}
+    assert rows["acid"]["amortised"] == pytest.approx(10.0)  # halfway from 5 to 15
+    assert rows["acid"]["included"] == pytest.approx(110.0)
+    assert rows["acid"]["amortised_ratio"] == pytest.approx(10.0 / 17.5)  # IID: (10 + 25) / 2
+    assert rows["iid"]["amortised"] is None  # seed 1's own 300-step curve never gets there
+    # without the longer run no IID FLOPs to the target exist, so no ratio
+    rows = {r["arm"]: r for r in flops_per_accuracy([summaries[0], summaries[1], summaries[3]])}
+    assert rows["acid"]["amortised"] == pytest.approx(10.0)
+    assert rows["acid"]["amortised_ratio"] is None
 
 
 def test_verdict_weighs_the_gap_against_the_seed_spread():
