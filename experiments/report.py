@@ -22,7 +22,7 @@ from analysis import (
     total_flops,
     verdict,
 )
-from study import CLAIMS
+from study import CLAIMS, study
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -194,12 +194,25 @@ def write_report(preset: str, results: pathlib.Path) -> pathlib.Path:
     arms, budget = by_arm(summaries), by_arm(summaries, "budget")
     references = [s for s in summaries if s.get("kind") == "reference"]
     plots = _plots(arms, budget, results)
+    plan = study(preset)
+    expected = sum(len(plan.seeds) if a.headline else 1 for a in plan.arms)
+    expected += len(plan.references) + len(plan.budget_arms) * len(plan.seeds)
+    commits = sorted({s.get("commit", "unknown") for s in summaries})
     lines = [
         f"# Reproduction study `{preset}`",
         "",
-        f"Produced by `aced reproduce --preset {preset}` at commit "
-        f"`{summaries[0].get('commit', 'unknown') if summaries else 'unknown'}`; rebuilt from the "
-        f"summaries in `runs/` by `python experiments/report.py --preset {preset}`.",
+        f"Produced by `aced reproduce --preset {preset}` at commit(s) "
+        + ", ".join(f"`{c}`" for c in commits)
+        + f"; rebuilt from the summaries in `runs/` by `python experiments/report.py --preset "
+        f"{preset}`.",
+        "",
+        f"**{len(summaries)} of the study's {expected} runs are in.**"
+        + (
+            ""
+            if len(summaries) >= expected
+            else " The study is not finished: claims whose runs are missing say `not run`, "
+            "and the equal-FLOP baselines run last. Rerun `aced reproduce` to continue."
+        ),
         "",
         "## Suite scores (%, mean ± std over seeds) and training FLOPs",
         "",
