@@ -142,8 +142,8 @@ def git_commit() -> str:
 
 
 def budget_steps(summaries: dict[str, dict], base: dict) -> int:
-    """Steps of the `base` arm's run that spend the largest training FLOPs of any arm
-    (reference amortised).
+    """Steps of the `base` arm's run that spend the largest training FLOPs of the arms in
+    `summaries` (its own student size's; reference amortised).
 
     The base arm's FLOPs are a fixed part (the reference cache pass, when it makes
     one) plus a constant per step, both read from its evaluation curve. Not the
@@ -222,7 +222,9 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
             )
             name = run_name(arm.name, seed)
             overrides = arm_overrides(s, arm, seed, runs)
-            steps = budget_steps(summaries, base)
+            # the arms this baseline is compared with: those of its student size
+            peers = {k: v for k, v in summaries.items() if v["student"] == base_arm.student}
+            steps = budget_steps(peers, base)
             overrides += [f"train.steps={steps}", f"train.eval_every={s.budget_eval_every}"]
             check = apply_overrides(preset(arm.preset), overrides)
             if check.step.optim.decay_steps:

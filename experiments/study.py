@@ -9,8 +9,8 @@ A study is a list of runs, each one ``aced train`` run directory:
   student size, run for each of its seeds;
 - **the equal-FLOP baselines** ``<arm>_budget`` for each of `budget_arms`
   (IID, and KD at CPU and accelerator scale): the arm run long enough to spend
-  the largest training FLOPs (reference amortised) of any arm, evaluated every
-  ``budget_eval_every`` steps. The method presets keep the learning rate
+  the largest training FLOPs (reference amortised) of any arm of its student
+  size, evaluated every ``budget_eval_every`` steps. The method presets keep the learning rate
   constant after warm-up (``step.optim.decay_steps=0``), so the first s steps
   of this run are exactly the arm's run of s steps: its evaluation curve is
   that baseline at every FLOP budget, read at each other arm's FLOPs.
