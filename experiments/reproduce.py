@@ -162,8 +162,8 @@ def budget_steps(summaries: dict[str, dict], base: dict) -> int:
     return math.ceil((most - fixed) / per_step)
 
 
-def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: bool = False):
-    s = study(name)
+def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: bool = False):
+    s = study(preset_name)
     todo = [("reference", ref, None) for ref in s.references]
     todo += [("arm", arm, seed) for arm, seed in planned(s)]
     if plan_only:
@@ -220,7 +220,7 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
                 base_arm.reference,
                 base_arm.student,
             )
-            name = run_name(arm.name, seed)
+            budget_name = run_name(arm.name, seed)
             overrides = arm_overrides(s, arm, seed, runs)
             # the arms this baseline is compared with: those of its student size
             peers = {k: v for k, v in summaries.items() if v["student"] == base_arm.student}
@@ -231,7 +231,7 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
                 raise ValueError(
                     "an equal-FLOP baseline needs a constant learning rate after warm-up"
                 )
-            if committed(results, name, overrides) is not None:
+            if committed(results, budget_name, overrides) is not None:
                 continue
             if arm.reference:
                 reference(arm.reference, need_model=True)
@@ -246,10 +246,10 @@ def reproduce(name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: b
                 key=key(overrides),
             )
             summary["command"] = f"aced train --preset {arm.preset} " + " ".join(overrides)
-            write_summary(results, name, summary)
+            write_summary(results, budget_name, summary)
     from report import write_report
 
-    write_report(name, results)
+    write_report(preset_name, results)
 
 
 def main(argv: list[str] | None = None) -> int:

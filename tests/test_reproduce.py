@@ -106,7 +106,7 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, capsys):
     assert all(1.0 <= d[c] <= 32 - 8 * i for d in acid["diagnostics"] for i, c in enumerate(chunks))
     report = (results / "README.md").read_text()
     assert "| acid | " in report.split("## Selection diagnostics")[1].split("## The claims")[0]
-    assert "| ACID beats IID |" in report
+    assert report.startswith("# Reproduction study `smoke`") and "| ACID beats IID |" in report
     for plot in ("flops_vs_average", "selection_precision", "selection_support"):
         assert (results / f"{plot}.png").is_file() and f"]({plot}.png)" in report
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("eval.json")}
