@@ -118,6 +118,13 @@ def test_blocked_and_dense_terms_replay_alike():
     np.testing.assert_allclose(supports[True], supports[False], rtol=1e-5)
 
 
+def test_a_single_draw_reads_no_chunk_sums():
+    # independent selection has only the diagonal (the training loop passes no chunk sums)
+    logits = jnp.array([0.0, 0.0, -np.log(2.0), 5.0], jnp.float32)
+    got = chunk_supports(logits, None, jnp.array([3, 0]), 4, "independent")
+    np.testing.assert_allclose(got, [effective_support(logits)], rtol=1e-6)
+
+
 def test_a_greedy_rule_has_no_support():
     diagonal, sums = dense_terms(jnp.zeros((4, 4)), 2, 2)
     with pytest.raises(ValueError, match="greedy draw has no sampling distribution"):

@@ -50,7 +50,7 @@ def selection_terms(
 
 def chunk_supports(
     diagonal: Float[Array, " B"],
-    chunk_sums: ChunkSums,
+    chunk_sums: ChunkSums | None,
     indices: Int[Array, " k"],
     n_chunks: int,
     rule: "str | SelectionRule",
@@ -59,7 +59,8 @@ def chunk_supports(
 
     **Arguments:**
 
-    - `diagonal`, `chunk_sums`: what the selection read (`selection_terms`).
+    - `diagonal`, `chunk_sums`: what the selection read (`selection_terms`);
+      `chunk_sums` may be None for a single chunk (a rule that is not joint).
     - `indices`: the selection's output, chunk after chunk (as `joint_select`,
       `joint_select_blocked` and `independent_select` return them).
     - `n_chunks`: as given to the selection (a rule that is not joint draws
@@ -98,5 +99,7 @@ def chunk_supports(
     logits = diagonal.astype(jnp.float32)
     none = jnp.zeros(diagonal.shape, bool)
     out = jnp.zeros((n_chunks,), jnp.float32).at[0].set(support(0, logits, none))
+    if n_chunks == 1:  # one draw: no chunk sums are read (a rule that is not joint has none)
+        return out
     selected = none.at[indices[:chunk]].set(True)
     return jax.lax.fori_loop(1, n_chunks, step, (logits, selected, out))[2]
