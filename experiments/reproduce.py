@@ -187,9 +187,10 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
 
     for ref in s.references:
         reference(ref, need_model=False)
-    summaries: dict[str, dict] = {}
-    for arm, seed in planned(s):
-        name, overrides = run_name(arm.name, seed), arm_overrides(s, arm, seed, runs)
+
+    def run(kind: str, arm: Arm, seed: int, overrides: list[str]) -> dict:
+        """The committed summary of this run, or train it (its reference first) and write one."""
+        name = run_name(arm.name, seed)
         summary = committed(results, name, overrides)
         if summary is None:
             if arm.reference:
@@ -197,7 +198,7 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
             out = train_run(arm.preset, overrides)
             summary = summarise(
                 out,
-                kind="arm",
+                kind=kind,
                 arm=arm.name,
                 seed=seed,
                 student=arm.student,
@@ -207,7 +208,12 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
                 key=key(overrides),
             )
             write_summary(results, name, summary)
-        summaries[name] = summary
+        return summary
+
+    summaries = {
+        run_name(arm.name, seed): run("arm", arm, seed, arm_overrides(s, arm, seed, runs))
+        for arm, seed in planned(s)
+    }
     # The equal-FLOP baselines: per seed, a budget arm run as long as the most expensive arm.
     for base_name in s.budget_arms:
         base_arm = s.arm(base_name)
@@ -220,7 +226,6 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
                 base_arm.reference,
                 base_arm.student,
             )
-            budget_name = run_name(arm.name, seed)
             overrides = arm_overrides(s, arm, seed, runs)
             # the arms this baseline is compared with: those of its student size
             peers = {k: v for k, v in summaries.items() if v["student"] == base_arm.student}
@@ -231,22 +236,7 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
                 raise ValueError(
                     "an equal-FLOP baseline needs a constant learning rate after warm-up"
                 )
-            if committed(results, budget_name, overrides) is not None:
-                continue
-            if arm.reference:
-                reference(arm.reference, need_model=True)
-            out = train_run(arm.preset, overrides)
-            summary = summarise(
-                out,
-                kind="budget",
-                arm=arm.name,
-                seed=seed,
-                reference=arm.reference,
-                commit=commit,
-                key=key(overrides),
-            )
-            summary["command"] = f"aced train --preset {arm.preset} " + " ".join(overrides)
-            write_summary(results, budget_name, summary)
+            run("budget", arm, seed, overrides)
     from report import write_report
 
     write_report(preset_name, results)
