@@ -10,8 +10,8 @@
   with the learner as it was before the step (and as it scored: Flexi
   scoring's image size); under local scope the mean over devices.
 
-Their cost (a learner forward on the super-batch and the chunk sums, on log
-steps only) is a measurement, not training, and is not in the run's FLOPs.
+Their cost (a learner forward on the super-batch, a reference forward too when
+its embeddings are online, and the chunk sums, on log steps only) is a measurement, not training, and is not in the run's FLOPs.
 """
 
 from collections.abc import Callable, Sequence
