@@ -91,38 +91,31 @@ def test_iid_without_filtering_equals_plain_siglip_step(models, batch):
 
 
 def two_aced_steps(models, batch, n_devices):
+    """Two ACED steps on `n_devices`: the final state and each step's chosen positions."""
     learner, reference = models
     config = aced_config()
     state = sgd_state(learner, config)
-    step = make_train_step(config, mesh_of(n_devices))
+    step = make_train_step(config, mesh_of(n_devices), with_indices=True)
+    chosen = []
     for _ in range(2):
-        state, _ = step(state, batch, reference)
-    return state
+        state, _, indices = step(state, batch, reference)
+        chosen.append(np.asarray(indices))
+    return state, chosen
 
 
 @pytest.fixture(scope="module")
-def eight_device_state(models, batch):
+def eight_device_run(models, batch):
     return two_aced_steps(models, batch, 8)
 
 
-def test_global_selection_is_the_same_on_1_and_8_devices(models, batch, eight_device_state):
-    learner, reference = models
-    config = aced_config()
-    key = jax.random.key(7)
-    chosen = [
-        jax.jit(lambda k, lrn, ref, bt, m=m: curate(k, lrn, ref, bt, config, m)[0])(
-            key, learner, reference, batch
-        )
-        for m in (mesh_of(1), mesh_of(8))
-    ]
-    np.testing.assert_array_equal(chosen[0], chosen[1])
-    assert len(set(np.asarray(chosen[0]).tolist())) == B // 2
-
-    one = two_aced_steps(models, batch, 1)
-    assert_trees_close(one.learner, eight_device_state.learner)
-    np.testing.assert_array_equal(
-        jax.random.key_data(one.key), jax.random.key_data(eight_device_state.key)
-    )
+def test_global_selection_is_the_same_on_1_and_8_devices(models, batch, eight_device_run):
+    (one, chosen_one), (eight, chosen_eight) = two_aced_steps(models, batch, 1), eight_device_run
+    for a, b in zip(chosen_one, chosen_eight, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert len(set(a.tolist())) == B // 2
+    assert not np.array_equal(chosen_one[0], chosen_one[1])  # a fresh draw each step
+    assert_trees_close(one.learner, eight.learner)
+    np.testing.assert_array_equal(jax.random.key_data(one.key), jax.random.key_data(eight.key))
 
 
 def test_step_compiles_once(models, batch):
@@ -232,7 +225,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_device_state):
+def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_device_run):
     """jax.distributed: 2 processes x 4 CPU devices (gloo collectives) == 1 process x 8."""
     out, port = tmp_path / "params.npz", str(free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -253,7 +246,7 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_devi
         for p in procs:
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    expected = params(eight_device_state.learner)
+    expected = params(eight_device_run[0].learner)
     got = np.load(out)
     assert len(got.files) == len(expected) + 1
     for i, x in enumerate(expected):

@@ -4,7 +4,12 @@ Ties count against the model: an image is classified right only when its
 right candidate scores strictly above every other candidate, and a retrieval
 rank counts every wrong item scoring at least as high as the right one. A
 model whose embeddings are constant therefore scores 0, not a lucky 1.
+
+Each function is compiled as one program per shape (`jax.jit`), not one per
+operation: an evaluation calls them on many task shapes.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +17,7 @@ from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, jaxtyped
 
 
+@functools.partial(jax.jit, static_argnames="num_sets")
 @jaxtyped(typechecker=typechecker)
 def average_prompt_embeddings(
     text_embeddings: Float[Array, "T D"], set_ids: Int[Array, " T"], num_sets: int
@@ -31,6 +37,7 @@ def average_prompt_embeddings(
     return sums / jnp.maximum(norms, jnp.finfo(sums.dtype).tiny)
 
 
+@jax.jit
 @jaxtyped(typechecker=typechecker)
 def zero_shot_accuracy(
     image_embeddings: Float[Array, "n D"],
@@ -55,6 +62,7 @@ def zero_shot_accuracy(
     return jnp.mean((right > best_wrong).astype(jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames="k")
 @jaxtyped(typechecker=typechecker)
 def retrieval_recalls(
     similarity: Float[Array, "n n"], k: int
