@@ -17,8 +17,10 @@ from aced.kernels import (
     tiled_pair_score_diagonal,
     tiled_pair_scores,
 )
+from aced.kernels.fixed_point import MAX_FIXED_POINT_COUNT, fixed_point_error_bound
 from aced.losses import sigmoid_pair_losses
 from aced.selection import PAIR_SCORES
+from aced.selection.jest import check_counts
 from aced.types import Embedded
 
 INTERPRET = [
@@ -153,3 +155,32 @@ def test_bad_arguments_are_rejected():
     if jax.default_backend() == "cpu":
         with pytest.raises(ValueError, match="interpret=True"):
             blocked_pair_score_sums(score_views, combine, chunk, interpret=False)
+
+
+@pytest.mark.parametrize("sign", ["positive", "negative", "mixed"])
+@pytest.mark.parametrize("count", [1, 7, 256, 4096, MAX_FIXED_POINT_COUNT])
+def test_fixed_point_sums_stay_within_the_stated_bound(sign, count):
+    # One-signed rows as easy_reference (-reference loss) and hard_learner (learner loss)
+    # give them, at magnitudes of pair losses, and mixed learnability-like rows.
+    rng = np.random.default_rng(count)
+    values = rng.exponential(3.0, (4, count))
+    values = {"positive": values, "negative": -values, "mixed": rng.normal(0, 5, (4, count))}[
+        sign
+    ].astype(np.float32)
+    got = np.asarray(fixed_point_sum(jnp.asarray(values), fixed_point_bits(count)), np.float64)
+    exact = values.astype(np.float64).sum(axis=1)
+    for row, want, g in zip(values, exact, got, strict=True):
+        bound = fixed_point_error_bound(count, float(np.abs(row.astype(np.float64)).sum()))
+        assert abs(g - want) <= bound, (g, want, bound)
+    # the bound is not loose by orders of magnitude: truncation alone is near count * step / 2
+    if count >= 256 and sign != "mixed":
+        step = 2.0 ** -fixed_point_bits(count)
+        assert np.abs(got - exact).max() > 0.1 * count * step
+
+
+def test_chunks_beyond_the_fixed_point_bound_are_refused():
+    size = 2 * MAX_FIXED_POINT_COUNT + 2
+    with pytest.raises(ValueError, match=r"use more chunks: n_chunks >= 3"):
+        check_counts(size, size, 2)
+    check_counts(size, 2 * MAX_FIXED_POINT_COUNT, 2)  # at the bound: allowed
+    check_counts(size, size, 1, chunk_sums=False)  # one draw sums nothing: any size

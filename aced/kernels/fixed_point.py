@@ -5,15 +5,36 @@ so two programs that sum the same scores differently can disagree in the last
 bit and break a tie in the selection differently. Summing
 ``hi + lo * 2**-frac_bits`` in int32 is exact, so the dense path, the blocked
 kernel and any device layout give the same sums bit for bit.
+
+**Error bound.** For ``count <= MAX_FIXED_POINT_COUNT`` terms, each of
+magnitude at most ``2**fixed_point_bits(count)`` (at least 2**17: larger values
+are clipped), `fixed_point_sum` differs from the exact sum by at most
+
+    count * 2**-frac_bits + 2**-22 * sum(|v_i|),
+
+the first term from truncating each value to its fixed-point step, the second
+from rounding the exact int32 sums back to f32. At the largest count allowed
+the first term is 1/16; the selection refuses larger chunks
+(`aced.selection.jest.check_counts`). The bound is the same for scores of one
+sign (``easy_reference``, ``hard_learner``) as for mixed ones.
 """
 
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+# The most terms one fixed-point sum may have: its truncation error is then at most 1/16.
+MAX_FIXED_POINT_COUNT = 8192
+
 
 def fixed_point_bits(count: int) -> int:
     """Fraction bits that keep int32 sums of `count` split scores exact."""
     return 31 - max(count, 1).bit_length()
+
+
+def fixed_point_error_bound(count: int, abs_sum: float) -> float:
+    """The bound of the module docstring on ``|fixed_point_sum - exact sum|`` of `count`
+    terms whose magnitudes sum to `abs_sum`."""
+    return count * 2.0 ** -fixed_point_bits(count) + 2.0**-22 * abs_sum
 
 
 def fixed_point_split(

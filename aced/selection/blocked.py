@@ -79,7 +79,7 @@ def joint_select_blocked(
     """
     entry, rule = pair_score(score), selection_rule(rule)
     check_views(learner, reference)
-    check_counts(learner.zimg.shape[0], n_select, n_chunks)
+    check_counts(learner.zimg.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
     learner = jax.tree.map(lambda x: check_finite(x, "learner embeddings, t and b"), learner)
     reference = jax.tree.map(lambda x: check_finite(x, "reference embeddings, t and b"), reference)
     block = BlockSizes() if block is None else block

@@ -37,6 +37,7 @@ from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import fixed_point_bits, fixed_point_sum
+from aced.kernels.fixed_point import MAX_FIXED_POINT_COUNT
 from aced.registry import lookup, register
 
 # (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
@@ -45,8 +46,9 @@ ChunkSums = Callable[[Array], tuple[Array, Array]]
 Draw = Callable[[PRNGKeyArray, Array, Array, int], Array]
 
 
-def check_counts(size: int, n_select: int, n_chunks: int) -> None:
-    """Eager checks of the selection sizes, with the fix in each message."""
+def check_counts(size: int, n_select: int, n_chunks: int, *, chunk_sums: bool = True) -> None:
+    """Eager checks of the selection sizes, with the fix in each message; `chunk_sums`: the
+    chunks are summed in fixed point (a joint rule), so their size is bounded."""
     if n_chunks < 1:
         raise ValueError(f"{n_chunks=} must be >= 1")
     if n_select < 1:
@@ -57,6 +59,13 @@ def check_counts(size: int, n_select: int, n_chunks: int) -> None:
         raise ValueError(
             f"{n_select=} must be a multiple of {n_chunks=} (each chunk takes "
             f"n_select / n_chunks examples); round n_select to a multiple of n_chunks"
+        )
+    if chunk_sums and n_select // n_chunks > MAX_FIXED_POINT_COUNT:
+        raise ValueError(
+            f"chunks of n_select / n_chunks = {n_select // n_chunks} examples exceed "
+            f"{MAX_FIXED_POINT_COUNT}, beyond which the fixed-point chunk sums lose more than "
+            f"1/16 (aced.kernels.fixed_point); use more chunks: n_chunks >= "
+            f"{-(-n_select // MAX_FIXED_POINT_COUNT)}"
         )
 
 
@@ -260,7 +269,7 @@ def joint_select(
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be square (B, B); got shape {scores.shape}")
     rule = selection_rule(rule)
-    check_counts(scores.shape[0], n_select, n_chunks)
+    check_counts(scores.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
     scores = check_finite(scores, "scores")
     return _joint_select(key, scores, n_select, n_chunks, rule)
 
@@ -289,7 +298,7 @@ def independent_select(
     **Returns:** n_select distinct int32 indices, by decreasing perturbed score.
     """
     rule = selection_rule(rule)
-    check_counts(per_example_scores.shape[0], n_select, 1)
+    check_counts(per_example_scores.shape[0], n_select, 1, chunk_sums=False)
     per_example_scores = check_finite(per_example_scores, "per_example_scores")
     logits = per_example_scores.astype(jnp.float32)
     n_chosen = jnp.zeros((), jnp.int32)

@@ -13,6 +13,7 @@ from typing import Literal
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
+from aced.selection.jest import check_counts
 from aced.train.config.fields import check_fields, check_positive, help_field
 
 
@@ -213,4 +214,5 @@ class StepConfig:
                     f"n_select={per} (sub-batch{' per device' if local else ''})"
                     f" must be divisible by selection.n_chunks={self.selection.n_chunks}"
                 )
+            check_counts(per, per, self.selection.n_chunks)  # the chunk size's bound
         return b
