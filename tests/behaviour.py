@@ -1,13 +1,25 @@
 """Short fixed runs of every method whose results are pinned in ``tests/data/behaviour.json``.
 
-The checksums and metrics were recorded before the registries replaced the
-name-branching code, and the redesigned code must reproduce them bit for bit
-on CPU (``tests/test_behaviour.py``). Each case: 3 AdamW steps of the tiny
-problem of ``step_problem.py`` on 1, 2 or 4 of the 8 simulated devices.
+The code must reproduce the recorded checksums and metrics bit for bit on CPU
+(``tests/test_behaviour.py``). Each case: 3 AdamW steps of the tiny problem of
+``step_problem.py`` on 1, 2 or 4 of the 8 simulated devices; and the ``smoke``
+preset. The record changes only with a deliberate change of the arithmetic,
+made by ``python tests/record_behaviour.py`` and named in the commit. Its history:
+
+- first recorded before the registries replaced the name-branching code; the
+  redesigned code reproduced it bit for bit, except the FLOP counts the
+  registries corrected (the selection's tiles as executed, the blocked path's
+  diagonal pass, no learner forward for ``easy_reference``, no reference
+  forward for ``hard_learner``, the independent rule's diagonal products, the
+  feature-KD projection, and the smoke run's one-off reference pass);
+- re-recorded when weight decay stopped decaying the stacked blocks' LayerNorm
+  parameters and biases (`aced.train.state.decay_mask`), which changed every
+  case's parameters (all decay at 1e-4) and nothing else.
 """
 
 import dataclasses
 import hashlib
+import pathlib
 
 import equinox as eqx
 import jax
@@ -138,4 +150,23 @@ def run_case(config, n_devices: int, reference_width: int, steps: int = 3) -> di
     return {
         "params": checksum((state.learner, state.projection)),
         "metrics": {k: float(v) for k, v in sorted(metrics.items())},
+    }
+
+
+def smoke_record(out_dir, keys: dict | None = None) -> dict:
+    """Train the ``smoke`` preset into `out_dir`: its parameters' checksum, the last metrics
+    and the evaluation (the keys of `keys`, a previous record, where given)."""
+    from aced.models import load_two_tower
+    from aced.train.config import apply_overrides, preset
+    from aced.train.loop import train
+
+    run = apply_overrides(preset("smoke"), [f"train.out_dir={out_dir}", "train.progress=false"])
+    result = train(run)
+    keys = keys or {}
+    metrics = keys.get("last_metrics") or [k for k in result if not k.startswith("eval/")]
+    evals = keys.get("eval") or [k[5:] for k in result if k.startswith("eval/")]
+    return {
+        "params": checksum(load_two_tower(pathlib.Path(out_dir) / "model")),
+        "last_metrics": {k: result[k] for k in metrics},
+        "eval": {k: result[f"eval/{k}"] for k in evals},
     }

@@ -134,12 +134,15 @@ class KDLoss:
       teacher's. Elementwise work is not counted (as in `aced.flops`); a
       projection is counted by the step.
     - `about`: one line for ``aced train --help``.
+    - `tempered`: divides logits by the temperature, so ``step.distill.tau_squared``
+      (Hinton's tau ** 2 factor) applies; False for a loss that ignores it.
     """
 
     fn: Callable[[Embedded, Embedded, float], Array]
     needs_projection: bool = False
     flops: Callable[[int, int, int], int] = lambda n, d_student, d_teacher: 0
     about: str = ""
+    tempered: bool = True
 
 
 def logit_kd_flops(n: int, d_student: int, d_teacher: int) -> int:
@@ -193,9 +196,14 @@ KD_LOSSES: dict[str, KDLoss] = {
     ),
     "sigmoid": KDLoss(kd_sigmoid, False, logit_kd_flops, "pair-wise BCE against sigmoid(teacher)"),
     "feature": KDLoss(
-        _feature("cosine"), True, about="1 - cosine between student and teacher embeddings"
+        _feature("cosine"),
+        True,
+        about="1 - cosine between student and teacher embeddings",
+        tempered=False,
     ),
-    "feature_l2": KDLoss(_feature("l2"), True, about="squared distance of normalised embeddings"),
+    "feature_l2": KDLoss(
+        _feature("l2"), True, about="squared distance of normalised embeddings", tempered=False
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from aced.losses import kd_loss
 from aced.models import TwoTower
+from aced.models.transformer import Linear
 from aced.train.config import OptimConfig, StepConfig
 
 
@@ -47,9 +48,36 @@ class TrainState(eqx.Module):
         return self.learner, self.projection
 
 
+def decay_mask(params):
+    """Which leaves weight decay applies to: True for weight matrices and embeddings.
+
+    Never decayed: LayerNorm scales and offsets, every bias, the temperature and
+    bias scalars. Decided by each leaf's layer, not its rank, because the
+    stacked transformer blocks (`aced.models.transformer.make_blocks`) carry a
+    leading depth axis: a block's LayerNorm scale is (depth, W), yet a vector.
+    """
+
+    def layer(node):
+        if isinstance(node, eqx.nn.LayerNorm):
+            return jax.tree.map(lambda x: False, node)
+        if isinstance(node, Linear | eqx.nn.Linear):
+            mask = jax.tree.map(lambda x: False, node)
+            return eqx.tree_at(lambda m: m.weight, mask, True)
+        return node.ndim >= 2 if eqx.is_array(node) else node
+
+    def is_layer(node):
+        return isinstance(node, eqx.nn.LayerNorm | Linear | eqx.nn.Linear)
+
+    return jax.tree.map(layer, params, is_leaf=is_layer)
+
+
 @functools.lru_cache(maxsize=16)
 def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
-    """AdamW, warm-up + cosine (or constant), clipping; no weight decay on vectors and scalars.
+    """AdamW, warm-up + cosine (or constant), clipping; weight decay on matrices only.
+
+    optax's `adamw` multiplies ``weight_decay`` by the learning rate: each step
+    takes ``lr_t * weight_decay * p`` off every decayed parameter (`decay_mask`),
+    besides the Adam update.
 
     Cached per configuration: the optimiser is a static field of `TrainState`,
     so an equal configuration must give the same object or the step recompiles.
@@ -75,7 +103,7 @@ def make_optimizer(config: OptimConfig) -> optax.GradientTransformation:
         b2=config.b2,
         eps=config.eps,
         weight_decay=config.weight_decay,
-        mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params),
+        mask=decay_mask,
     )
     if config.grad_clip_norm:
         return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adamw)

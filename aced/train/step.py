@@ -70,9 +70,12 @@ def step_flops(
     )
 
 
-def _kd_term(
+def kd_term(
     config: StepConfig, projection: eqx.nn.Linear | None, student: Embedded, teacher: Embedded
 ) -> Float[Array, ""]:
+    """The unweighted KD term of ``config.distill`` between two views of one batch: the
+    student projected to the teacher's width where the loss needs it, times tau ** 2 with
+    ``distill.tau_squared``."""
     entry = kd_loss(config.distill.loss)
     if entry.needs_projection and projection is not None:
         student = Embedded(
@@ -81,7 +84,10 @@ def _kd_term(
             student.t,
             student.b,
         )
-    return entry.fn(student, teacher, config.distill.temperature)
+    value = entry.fn(student, teacher, config.distill.temperature)
+    if config.distill.tau_squared:
+        value = value * config.distill.temperature**2
+    return value
 
 
 @jaxtyped(typechecker=typechecker)
@@ -127,7 +133,7 @@ def learner_update(
                 student = embedded(
                     learner, *embed_sharded(learner, kd_images, kd_tokens, mesh, batch_size=whole)
                 )
-            losses["kd"] = config.distill.weight * _kd_term(config, projection, student, teacher)
+            losses["kd"] = config.distill.weight * kd_term(config, projection, student, teacher)
         return sum(losses.values()), losses
 
     (total, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)

@@ -102,6 +102,11 @@ class DistillConfig:
     )
     weight: float = help_field("lambda: weight of the KD term (0 for IID / ACID)", default=0.0)
     temperature: float = help_field("tau dividing student and teacher logits", default=1.0)
+    tau_squared: bool = help_field(
+        "multiply the KD term by tau ** 2 (Hinton et al. 2015), so that its gradient keeps "
+        "its scale as tau changes; off by default, as in open_clip (at tau = 1 it is the same)",
+        default=False,
+    )
     batch: Literal["selected", "iid"] = help_field(
         "selected: KD on the curated sub-batch (ACIDistill); iid: on a separate "
         "uniformly drawn sub-batch (IIDistill)",
@@ -112,6 +117,11 @@ class DistillConfig:
         check_fields(self, "step.distill.")
         check_positive("step.distill.weight", self.weight, zero_ok=True)
         check_positive("step.distill.temperature", self.temperature)
+        if self.tau_squared and not lookup(KD_LOSSES, "KD loss", self.loss).tempered:
+            raise ValueError(
+                f"step.distill.tau_squared=true: the KD loss {self.loss!r} has no temperature "
+                "(KDLoss.tempered is False); set step.distill.tau_squared=false"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +131,11 @@ class OptimConfig:
     learning_rate: float = help_field("peak learning rate", default=1e-3)
     warmup_steps: int = help_field("linear warm-up steps", default=50)
     decay_steps: int = help_field("cosine decay length (0: constant after warm-up)", default=0)
-    weight_decay: float = help_field("decoupled weight decay", default=1e-4)
+    weight_decay: float = help_field(
+        "weight decay of matrices and embeddings (optax adamw: times the learning rate, so "
+        "each step takes lr * weight_decay * p off; never biases, LayerNorm, t or b)",
+        default=1e-4,
+    )
     b1: float = help_field("Adam beta1", default=0.9)
     b2: float = help_field("Adam beta2", default=0.95)
     eps: float = help_field("Adam epsilon", default=1e-8)

@@ -1,0 +1,38 @@
+"""Re-record ``tests/data/behaviour.json`` from the code as it is: ``python tests/record_behaviour.py``.
+
+Only for a deliberate change of the arithmetic (see ``tests/behaviour.py``). Runs
+with the test session's 8 simulated CPU devices and dtype rules (``tests/conftest.py``).
+"""
+
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+from behaviour import cases, run_case, smoke_record  # noqa: E402
+
+
+def main() -> None:
+    path = pathlib.Path(__file__).parent / "data" / "behaviour.json"
+    old = json.loads(path.read_text())
+    steps = {name: run_case(*case) for name, case in cases().items()}
+    with tempfile.TemporaryDirectory() as out:
+        smoke = smoke_record(out, old["smoke"])
+    path.write_text(json.dumps({"smoke": smoke, "steps": steps}, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(steps)} cases and the smoke preset in {path}")
+
+
+if __name__ == "__main__":
+    main()
