@@ -10,10 +10,10 @@ kernel and any device layout give the same sums bit for bit.
 magnitude at most ``2**fixed_point_bits(count)`` (at least 2**17: larger values
 are clipped), `fixed_point_sum` differs from the exact sum by at most
 
-    count * 2**-frac_bits + 2**-22 * sum(|v_i|),
+    e + 2**-22 * (sum(|v_i|) + e),   e = count * 2**-frac_bits,
 
-the first term from truncating each value to its fixed-point step, the second
-from rounding the exact int32 sums back to f32. At the largest count allowed
+e from truncating each value to its fixed-point step, the rest from rounding
+the exact int32 sums back to f32. At the largest count allowed
 the first term is 1/16; the selection refuses larger chunks
 (`aced.selection.jest.check_counts`). The bound is the same for scores of one
 sign (``easy_reference``, ``hard_learner``) as for mixed ones.
@@ -34,7 +34,8 @@ def fixed_point_bits(count: int) -> int:
 def fixed_point_error_bound(count: int, abs_sum: float) -> float:
     """The bound of the module docstring on ``|fixed_point_sum - exact sum|`` of `count`
     terms whose magnitudes sum to `abs_sum`."""
-    return count * 2.0 ** -fixed_point_bits(count) + 2.0**-22 * abs_sum
+    truncation = count * 2.0 ** -fixed_point_bits(count)
+    return truncation + 2.0**-22 * (abs_sum + truncation)
 
 
 def fixed_point_split(
