@@ -7,11 +7,12 @@ import sys
 import pytest
 
 from aced import cli
+from aced.train.config import apply_overrides, preset
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 
 from analysis import flops_per_accuracy, flops_to_reach, interpolate, verdict  # noqa: E402
-from reproduce import planned, run_name  # noqa: E402
+from reproduce import arm_overrides, planned, run_name  # noqa: E402
 from study import STUDIES  # noqa: E402
 
 CURVE = [
@@ -121,3 +122,12 @@ def test_smoke_study_end_to_end_and_resumable(tmp_path, capsys):
 
 def test_unknown_study_is_named():
     assert cli.main(["reproduce", "--preset", "huge", "--plan"]) == 2
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_every_run_of_every_study_has_a_valid_batch_geometry(name):
+    # Checked before any run starts: a study must not stop at its 30th run on a shape error.
+    s = STUDIES[name]
+    for arm, seed in planned(s):
+        run = apply_overrides(preset(arm.preset), arm_overrides(s, arm, seed, pathlib.Path("r")))
+        run.step.check_shapes(run.data.super_batch_size, 1)
