@@ -20,7 +20,7 @@ from aced.kernels import (
 from aced.kernels.fixed_point import MAX_FIXED_POINT_COUNT, fixed_point_error_bound
 from aced.losses import sigmoid_pair_losses
 from aced.selection import PAIR_SCORES
-from aced.selection.jest import check_counts
+from aced.selection.checks import check_counts
 from aced.types import Embedded
 
 INTERPRET = [

@@ -15,7 +15,7 @@ are clipped), `fixed_point_sum` differs from the exact sum by at most
 e from truncating each value to its fixed-point step, the rest from rounding
 the exact int32 sums back to f32. At the largest count allowed
 the first term is 1/16; the selection refuses larger chunks
-(`aced.selection.jest.check_counts`). The bound is the same for scores of one
+(`aced.selection.checks.check_counts`). The bound is the same for scores of one
 sign (``easy_reference``, ``hard_learner``) as for mixed ones.
 """
 

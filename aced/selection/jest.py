@@ -29,55 +29,19 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import fixed_point_bits, fixed_point_sum
-from aced.kernels.fixed_point import MAX_FIXED_POINT_COUNT
 from aced.registry import lookup, register
+from aced.selection.checks import check_counts, check_finite
 
 # (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
 ChunkSums = Callable[[Array], tuple[Array, Array]]
 # (key, logits (B,) with chosen examples at -inf, examples chosen so far, k) -> k indices.
 Draw = Callable[[PRNGKeyArray, Array, Array, int], Array]
-
-
-def check_counts(size: int, n_select: int, n_chunks: int, *, chunk_sums: bool = True) -> None:
-    """Eager checks of the selection sizes, with the fix in each message; `chunk_sums`: the
-    chunks are summed in fixed point (a joint rule), so their size is bounded."""
-    if n_chunks < 1:
-        raise ValueError(f"{n_chunks=} must be >= 1")
-    if n_select < 1:
-        raise ValueError(f"{n_select=} must be >= 1")
-    if n_select > size:
-        raise ValueError(f"{n_select=} must be <= the super-batch size B={size}")
-    if n_select % n_chunks:
-        raise ValueError(
-            f"{n_select=} must be a multiple of {n_chunks=} (each chunk takes "
-            f"n_select / n_chunks examples); round n_select to a multiple of n_chunks"
-        )
-    if chunk_sums and n_select // n_chunks > MAX_FIXED_POINT_COUNT:
-        raise ValueError(
-            f"chunks of n_select / n_chunks = {n_select // n_chunks} examples exceed "
-            f"{MAX_FIXED_POINT_COUNT}, beyond which the fixed-point chunk sums lose more than "
-            f"1/16 (aced.kernels.fixed_point); use more chunks: n_chunks >= "
-            f"{-(-n_select // MAX_FIXED_POINT_COUNT)}"
-        )
-
-
-def check_finite(x: Array, what: str) -> Array:
-    """Reject NaN/Inf: a ValueError on concrete arrays, `eqx.error_if` under tracing."""
-    message = f"{what} must be finite; found NaN or Inf"
-    if isinstance(x, jax.core.Tracer):
-        return eqx.error_if(x, ~jnp.isfinite(x).all(), message)
-    # On a concrete array the check runs in NumPy: no XLA program per new shape.
-    if not np.isfinite(np.asarray(x)).all():
-        raise ValueError(message)
-    return x
 
 
 def sample_top_k(key: PRNGKeyArray, logits: Float[Array, " B"], k: int) -> Int[Array, " k"]:

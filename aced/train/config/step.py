@@ -13,7 +13,7 @@ from typing import Literal
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
-from aced.selection.jest import check_counts
+from aced.selection.checks import check_counts
 from aced.train.config.fields import check_fields, check_positive, help_field
 
 
