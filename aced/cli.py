@@ -1,4 +1,4 @@
-"""The ``aced`` command: ``train``, ``eval``, ``reproduce``, ``convert``.
+"""The ``aced`` command: ``train``, ``eval``, ``reproduce``, ``convert``, ``tokenizer``.
 
 ::
 
@@ -7,6 +7,7 @@
     aced eval runs/aced                 # evaluation table, and eval JSON beside the run
     aced reproduce --preset cpu         # the reproduction study (experiments/), resumable
     aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
+    aced tokenizer build data.source=parquet data.path=DIR --out tok.json   # from your captions
     aced train --plugin my_kd.py --preset kd step.distill.loss=similarity_l1   # your own entry
 
 Benchmarks and the paper's experiments are scripts: ``python benchmarks/<name>.py``,
@@ -28,6 +29,8 @@ import textwrap
 import types
 import typing
 from collections.abc import Sequence
+
+from aced import cli_tokenizer
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -145,6 +148,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     convert.add_argument("src", help="source directory (a transformers SiglipModel checkpoint)")
     convert.add_argument("out", help="aced model directory to write")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    cli_tokenizer.add_parser(commands)
     return parser
 
 
@@ -252,7 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aced.train.checkpoint import CheckpointError
     from aced.train.logs import TrainingDiverged
 
-    handlers = {"train": _train, "eval": _eval, "reproduce": _reproduce, "convert": _convert}
+    handlers = {
+        "train": _train,
+        "eval": _eval,
+        "reproduce": _reproduce,
+        "convert": _convert,
+        "tokenizer": cli_tokenizer.run,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

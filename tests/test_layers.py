@@ -25,6 +25,7 @@ LAYERS = {
     "train": 8,
     "convert": 8,
     "cli": 9,
+    "cli_tokenizer": 9,
     "__main__": 9,
     "__init__": 9,
 }

@@ -140,7 +140,8 @@ def _checked(
     if missing:
         raise ValueError(
             f"{origin} lacks column(s) {missing}; available columns: {dataset.column_names}. "
-            "Pass image_column= / caption_column= naming the right ones"
+            "Name the right ones: image_column= / caption_column= in Python, "
+            "data.image_column= / data.caption_column= on the aced command line"
         )
     if dataset.num_rows == 0:
         raise ValueError(f"{origin} holds no examples")
