@@ -128,6 +128,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--per-task", type=int, default=None, help="images per zero-shot task")
     evaluate.add_argument("--retrieval-size", type=int, default=None, help="retrieval pairs")
     evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
+    evaluate.add_argument("--tasks", help="a task file (TOML / JSON) of your own datasets")
     evaluate.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
 
     reproduce = commands.add_parser(
@@ -193,6 +194,16 @@ def _eval(args: argparse.Namespace) -> int:
 
     path = pathlib.Path(args.path)
     model, tokenizer, run = load_learner(path)
+    step_dir = not path.is_dir() or path.name.isdigit()
+    if args.tasks:  # your own datasets (aced.eval.user_tasks) instead of the built-in suite
+        from aced.eval.user_tasks import load_tasks, run_tasks
+
+        scores = run_tasks(model, tokenizer, load_tasks(args.tasks), batch_size=args.batch_size)
+        print(format_table(scores))
+        name = f"eval_tasks-{path.name}.json" if step_dir else "eval_tasks.json"
+        out = write_json(scores, args.out or (path.parent.parent if step_dir else path) / name)
+        print(f"wrote {out}")
+        return 0
     per_task = args.per_task or (run.train.eval_per_task if run else 200)
     retrieval = args.retrieval_size or (run.train.eval_retrieval_size if run else 500)
     image = model.config.image
@@ -207,7 +218,6 @@ def _eval(args: argparse.Namespace) -> int:
     )
     scores = run_evaluation(model, tokenizer, suite, args.batch_size)
     print(format_table(scores, suite))
-    step_dir = not path.is_dir() or path.name.isdigit()
     default = path.parent.parent / f"eval-{path.name}.json" if step_dir else path / EVAL_FILE
     out = write_json(scores, args.out or default, suite=suite, metadata={"source": str(path)})
     print(f"wrote {out}")
