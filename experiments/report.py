@@ -111,16 +111,22 @@ def _equal_flops(group: list[dict], longer: list[dict]) -> str:
     under the included reading)."""
     cells = []
     for reading in READINGS:
-        gaps = []
+        gaps, beyond = [], []
         for s in group:
             long = [b for b in longer if b["seed"] == s["seed"]]
-            at = None
-            if long:
-                own = total_flops(long[0], reading) - long[0]["flops"]
-                at = interpolate(long[0]["curve"], total_flops(s, reading) - own)
+            if not long:
+                continue
+            own = total_flops(long[0], reading) - long[0]["flops"]
+            flops = total_flops(s, reading) - own
+            at = interpolate(long[0]["curve"], flops)
             if at is not None:
                 gaps.append(s["scores"]["average"] - at)
-        cells.append(f"{reading} {_pm(gaps) if gaps else 'n/a'}")
+            elif flops > long[0]["curve"][-1]["flops"]:  # past the baseline's longest run
+                beyond.append(s["scores"]["average"] - long[0]["curve"][-1]["average"])
+        cell = _pm(gaps) if gaps else ""
+        if beyond:
+            cell += f"{' ' if cell else ''}(<= {_pm(beyond)} at the baseline's end)"
+        cells.append(f"{reading} {cell or 'n/a'}")
     return "; ".join(cells)
 
 
@@ -237,7 +243,10 @@ def write_report(preset: str, results: pathlib.Path) -> pathlib.Path:
         "",
         "Equal steps: the gap of the means against the larger seed spread "
         "(`experiments/analysis.py`, `verdict`). Equal FLOPs: the arm's final average minus "
-        "IID's at the same total FLOPs, read on the longer IID run's curve.",
+        "the baseline's at the same total FLOPs, read on the baseline's longer run of the same "
+        "seed. `<= x at the baseline's end`: the arm spent more FLOPs than that whole run, so "
+        "x is the gap to the run's final average, reached with fewer FLOPs than the arm's "
+        "(it bounds the arm's lead only if more FLOPs would not make the baseline worse).",
         "",
         *_claims(arms, budget),
         "",

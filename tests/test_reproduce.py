@@ -65,6 +65,17 @@ def test_flops_per_accuracy_reads_iid_seeds_on_their_longer_runs():
     assert rows["acid"]["amortised_ratio"] is None
 
 
+def test_equal_flops_reads_the_baseline_curve_or_bounds_past_its_end():
+    from report import _equal_flops
+
+    baseline = [run("budget", "iid_budget", 0, [(10, 0.2), (40, 0.4)])]
+    # amortised: 25 FLOPs, where the baseline is halfway (0.3); included: 125, past its end
+    arm = [run("arm", "acid", 0, [(25, 0.5)], reference_flops=100.0)]
+    cell = _equal_flops(arm, baseline)
+    assert cell == "amortised 20.0; included (<= 10.0 at the baseline's end)"
+    assert _equal_flops(arm, []) == "amortised n/a; included n/a"
+
+
 def test_verdict_weighs_the_gap_against_the_seed_spread():
     assert verdict([0.5, 0.52, 0.54], [0.3, 0.31, 0.32])[0] == "yes"
     assert verdict([0.3, 0.31, 0.32], [0.5, 0.52, 0.54])[0] == "no"
