@@ -181,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
     if scores:
         from aced.eval import format_table
 
-        print(format_table(scores, build_eval_suite(run)))
+        print(format_table(scores, None if run.train.eval_tasks else build_eval_suite(run)))
         print(f"wrote {pathlib.Path(run.train.out_dir) / EVAL_FILE}")
     return 0
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from test_loop import micro_overrides  # the same micro run as the loop's tests
 
 from aced import cli
 from aced.data.tokenize import build_word_tokenizer, save_tokenizer
@@ -180,3 +181,15 @@ def test_bad_task_files_are_named(files, tmp_path):
     )
     with pytest.raises(ValueError, match="label"):  # the captioned data has no label column
         run_tasks(model, tokenizer, load_tasks(bad))
+
+
+def test_a_run_is_evaluated_on_its_task_file_during_and_after_training(files, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = micro_overrides(run_dir, 2, "train.eval_every=1", f"train.eval_tasks={files}/tasks.toml")
+    assert cli.main(["train", "--preset", "iid", *argv]) == 0
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if "eval/colours/top1" in r]
+    assert [r["step"] for r in evals] == [1, 2]  # every eval_every steps, and at the end
+    assert all("flops_cumulative" in r and "eval/captions/t2i_r10" in r for r in evals)
+    final = json.loads((run_dir / "eval.json").read_text())["scores"]
+    assert final["colours/top1"] == evals[-1]["eval/colours/top1"] and "zeroshot/count" not in final

@@ -1,5 +1,7 @@
-"""A run's evaluation: the one built-in suite every run is scored on, and
-`aced.eval.evaluate` of a (replicated) learner on one device."""
+"""A run's evaluation: the one built-in suite every run is scored on (or the tasks of
+``train.eval_tasks``), and `aced.eval.evaluate` of a (replicated) learner on one device."""
+
+import dataclasses
 
 from aced.data import TextTokenizer
 from aced.eval import EvalSuite, build_suite, evaluate
@@ -33,3 +35,32 @@ def build_eval_suite(run: RunConfig) -> EvalSuite | None:
         retrieval_size=run.train.eval_retrieval_size,
         channels=run.model.channels,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What a run is scored on: the built-in `suite`, or the user `tasks` of ``train.eval_tasks``
+    (`aced.eval.user_tasks`); exactly one of them is set."""
+
+    suite: EvalSuite | None = None
+    tasks: tuple = ()
+
+    def __call__(
+        self, learner: TwoTower, tokenizer: TextTokenizer, batch_size: int
+    ) -> dict[str, float]:
+        if self.suite is not None:
+            return run_evaluation(learner, tokenizer, self.suite, batch_size)
+        from aced.eval.user_tasks import run_tasks
+
+        return run_tasks(on_one_device(learner), tokenizer, list(self.tasks), batch_size=batch_size)
+
+
+def build_evaluation(run: RunConfig) -> Evaluation | None:
+    """``train.eval_tasks``' tasks when given, else the built-in suite (None when it cannot
+    match the run's images)."""
+    if run.train.eval_tasks:
+        from aced.eval.user_tasks import load_tasks
+
+        return Evaluation(tasks=tuple(load_tasks(run.train.eval_tasks)))
+    suite = build_eval_suite(run)
+    return None if suite is None else Evaluation(suite=suite)

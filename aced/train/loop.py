@@ -46,7 +46,7 @@ from aced.train.checkpoint import (
 )
 from aced.train.config import RunConfig, StepConfig, migrate, to_dict
 from aced.train.diagnostics import make_support_fn, selection_diagnostics
-from aced.train.evaluation import EVAL_FILE, build_eval_suite, run_evaluation
+from aced.train.evaluation import EVAL_FILE, build_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
 from aced.train.logs import MetricsLog, StopRequest, check_finite, say
@@ -179,7 +179,7 @@ def train(run: RunConfig) -> dict[str, Any]:
         channels=run.model.channels,
         state=data_state,
     )
-    suite = build_eval_suite(run)
+    evaluation = build_evaluation(run)
     step_fn = compiled_step(run.step, mesh)
     supports_fn = make_support_fn(run.step, mesh)
     manager = open_checkpoints(out, keep=run.train.keep_checkpoints)
@@ -206,9 +206,9 @@ def train(run: RunConfig) -> dict[str, Any]:
         }
 
     def evaluate_now(step: int) -> dict[str, float]:
-        if suite is None:
+        if evaluation is None:
             return {}
-        scores = run_evaluation(state.learner, tokenizer, suite, run.train.eval_batch_size)
+        scores = evaluation(state.learner, tokenizer, run.train.eval_batch_size)
         scores = {f"eval/{k}": v for k, v in scores.items()}
         log.write(step, {**totals(), **scores})
         return scores
@@ -281,12 +281,12 @@ def train(run: RunConfig) -> dict[str, Any]:
     result.update(scores)
     if not main_process:
         return result
-    if suite is not None:
+    if evaluation is not None:
         plain = {k.removeprefix("eval/"): v for k, v in scores.items()}
         write_json(
             plain,
             out / EVAL_FILE,
-            suite=suite,
+            suite=evaluation.suite,
             metadata={
                 "run_dir": str(out),
                 "step": step,

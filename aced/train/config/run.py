@@ -134,6 +134,11 @@ class TrainConfig:
         "image-caption pairs of the retrieval evaluation", default=500
     )
     eval_batch_size: int = help_field("rows per embedding call during evaluation", default=500)
+    eval_tasks: str | None = help_field(
+        "a task file of your own datasets (TOML / JSON, aced.eval.user_tasks) to evaluate on "
+        "instead of the built-in suite",
+        default=None,
+    )
     checkpoint_every: int = help_field(
         "save a checkpoint every this many steps (and at the end)", default=100
     )
