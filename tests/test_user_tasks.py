@@ -35,10 +35,12 @@ class Oracle(eqx.Module):
     colour_of_token: jax.Array  # vocabulary -> colour index, -1 for other words
     permute: bool = eqx.field(static=True)
     config: Config = eqx.field(static=True)
+    blind: bool = eqx.field(static=True, default=False)  # every image the same embedding
 
     def embed_images(self, images):
         colour = jnp.argmax(images.mean(axis=(1, 2)), axis=-1)
-        return jax.nn.one_hot((colour + int(self.permute)) % 3, 3)
+        colour = jnp.zeros_like(colour) if self.blind else (colour + int(self.permute)) % 3
+        return jax.nn.one_hot(colour, 3)
 
     def embed_texts(self, tokens):
         return jax.nn.one_hot(self.colour_of_token[tokens].max(axis=1), 3)
@@ -74,17 +76,24 @@ def files(tmp_path_factory):
         'path = "labelled.parquet"\nclass_names = "classes.txt"\ntemplates = "templates.txt"\n'
         '[[task]]\nname = "captions"\nkind = "retrieval"\nsource = "parquet"\n'
         'path = "captioned.parquet"\n'
+        '[[task]]\nname = "probe"\nkind = "linear_probe"\nsource = "parquet"\n'
+        'path = "labelled.parquet"\ntrain_path = "probe_train.parquet"\n'
+    )
+    train = [0, 1, 2] * 3 + [0] * 3  # class 0 the most common
+    pq.write_table(
+        pa.table({"image": [_png(COLOURS[names[i]]) for i in train], "label": train}),
+        root / "probe_train.parquet",
     )
     return root
 
 
-def oracle(permute=False):
+def oracle(permute=False, blind=False):
     tokenizer = build_word_tokenizer([*COLOURS, TEMPLATES, "a thing it is"], max_len=8)
     vocab = tokenizer.backend.get_vocab()
     lookup = np.full(len(vocab), -1, np.int32)
     for i, name in enumerate(COLOURS):
         lookup[vocab[name]] = i
-    return Oracle(jnp.asarray(lookup), permute, Config(ImageConfig(14, 3))), tokenizer
+    return Oracle(jnp.asarray(lookup), permute, Config(ImageConfig(14, 3)), blind), tokenizer
 
 
 def test_zero_shot_scores_known_values():
@@ -117,11 +126,18 @@ def test_an_oracle_scores_one_and_a_wrong_model_zero(files):
         "colours/top1",
         "colours/mean_per_class",
         *(f"captions/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)),
+        "probe/top1",
+        "probe/mean_per_class",
         "average",
     }
     assert all(v == 1.0 for v in scores.values()), scores
     wrong = run_tasks(*oracle(permute=True), tasks, batch_size=4)
     assert wrong["colours/top1"] == 0.0 and wrong["captions/i2t_r1"] == 0.0
+    assert wrong["probe/top1"] == 1.0  # a probe learns any relabelling of separable features
+    blind = run_tasks(*oracle(blind=True), tasks[2:], batch_size=4)
+    # constant features: the probe predicts the most common class (0) for all, 3 of 7 labels
+    assert blind["probe/top1"] == pytest.approx(3 / 7)
+    assert blind["probe/mean_per_class"] == pytest.approx(1 / 3)
 
 
 def test_aced_eval_with_a_task_file(files, tmp_path, capsys):
@@ -143,7 +159,7 @@ def test_aced_eval_with_a_task_file(files, tmp_path, capsys):
     table = capsys.readouterr().out
     written = json.loads((model_dir / "eval_tasks.json").read_text())["scores"]
     assert f"{100 * written['average']:6.1f}%" in table and "colours/top1" in table
-    assert len(written) == 9
+    assert len(written) == 11
 
 
 def test_bad_task_files_are_named(files, tmp_path):

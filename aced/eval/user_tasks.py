@@ -14,6 +14,13 @@ A task file (TOML or JSON) lists tasks; paths are relative to the file::
     templates = "templates.txt"       # lines with {} for the class name (default: "{}")
 
     [[task]]
+    name = "digits_probe"
+    kind = "linear_probe"             # logistic regression on frozen image embeddings
+    source = "parquet"
+    path = "eval-*.parquet"           # scored here
+    train_path = "train-*.parquet"    # fitted here (20 % of it held out to choose C)
+
+    [[task]]
     name = "captions"
     kind = "retrieval"                # a captioned dataset; a caption cell may hold a list
     source = "parquet"
@@ -23,6 +30,10 @@ A task file (TOML or JSON) lists tasks; paths are relative to the file::
 Scores (``<task>/<metric>``): zero-shot ``top1``, ``top5`` (when K > 5) and
 ``mean_per_class`` (the mean of each class's top-1 recall), with the class
 embedding the normalised mean over templates (CLIP's prompt ensembling);
+linear probe ``top1``, ``top5`` (K > 5) and ``mean_per_class`` of scikit-learn's
+logistic regression on the L2-normalised image embeddings, its inverse
+regularisation C chosen from `PROBE_CS` on a held-out 20 % of the training data
+(seed 0) and the probe then refitted on all of it;
 retrieval ``i2t_r1/5/10`` (an image is right when any of its captions is in
 its top k) and ``t2i_r1/5/10``. Ties count against the model, as in
 `aced.eval.metrics`. ``average``: the mean of every score.
@@ -40,7 +51,8 @@ import numpy as np
 from aced.eval.evaluate import embed_images, embed_texts
 from aced.eval.metrics import average_prompt_embeddings
 
-KINDS = ("zeroshot", "retrieval")
+KINDS = ("zeroshot", "retrieval", "linear_probe")
+PROBE_CS = tuple(10.0**k for k in range(-2, 5))  # C candidates of the linear probe
 SOURCES = ("parquet", "csv", "imagefolder", "webdataset")
 
 
@@ -57,6 +69,7 @@ class UserTask:
     caption_column: str = "caption"
     class_names: str | None = None
     templates: str | None = None
+    train_path: str | None = None
 
 
 def load_tasks(path: str | pathlib.Path) -> list[UserTask]:
@@ -80,8 +93,12 @@ def load_tasks(path: str | pathlib.Path) -> list[UserTask]:
             raise ValueError(f"{where}: kind must be one of {KINDS}, source one of {SOURCES}")
         if entry["kind"] == "zeroshot" and not entry.get("class_names"):
             raise ValueError(f"{where}: a zeroshot task needs class_names (a file, a name a line)")
+        if entry["kind"] == "linear_probe" and not entry.get("train_path"):
+            raise ValueError(f"{where}: a linear_probe task needs train_path (the data to fit on)")
         resolved = {
-            k: str(path.parent / v) if k in ("path", "class_names", "templates") else v
+            k: str(path.parent / v)
+            if k in ("path", "class_names", "templates", "train_path")
+            else v
             for k, v in entry.items()
         }
         tasks.append(UserTask(**resolved))
@@ -128,6 +145,47 @@ def retrieval_scores(similarity: np.ndarray, text_image: np.ndarray) -> dict[str
     return out
 
 
+def _labels(data, task: UserTask, n_classes: int | None = None) -> np.ndarray:
+    labels = np.asarray(list(data.dataset[data.caption_column]))
+    top = n_classes if n_classes is not None else np.inf
+    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= top:
+        where = f"[0, {n_classes}) (one per line of {task.class_names})" if n_classes else ">= 0"
+        raise ValueError(
+            f"task {task.name!r}: labels must be int class ids in {where}; "
+            f"found {labels.min()}..{labels.max()}"
+        )
+    return labels.astype(np.int64)
+
+
+def linear_probe(
+    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """(n_test, n_classes) decision values of a logistic regression fitted on `train`, C
+    chosen from `PROBE_CS` on a held-out 20 % (seed 0); classes never seen score -inf."""
+    from sklearn.linear_model import LogisticRegression
+
+    order = np.random.default_rng(0).permutation(len(train))
+    held = order[: max(1, len(train) // 5)]
+    fit = order[len(held) :] if len(order) > len(held) else order
+    if len(np.unique(train_labels[fit])) < 2:
+        raise ValueError(
+            f"the linear probe's training data ({len(train)} examples) leaves fewer than two "
+            "classes to fit on after holding out 20 %; use more training examples"
+        )
+
+    def fitted(c, rows):
+        return LogisticRegression(C=c, max_iter=2000).fit(train[rows], train_labels[rows])
+
+    best = max(PROBE_CS, key=lambda c: (fitted(c, fit).score(train[held], train_labels[held]), -c))
+    probe = fitted(best, np.arange(len(train)))
+    out = np.full((len(test), n_classes), -np.inf)
+    values = probe.decision_function(test)
+    if values.ndim == 1:  # two classes seen: one column, for the second
+        values = np.stack([-values, values], axis=1)
+    out[:, probe.classes_] = values
+    return out
+
+
 def _dataset(task: UserTask, text_column: str):
     from aced.data import hf
 
@@ -165,18 +223,22 @@ def run_task(model: Any, tokenizer, task: UserTask, *, batch_size: int = 256) ->
         )
         if any("{}" not in t for t in templates):
             raise ValueError(f"task {task.name!r}: every template needs {{}} for the class name")
-        labels = np.asarray(list(data.dataset[data.caption_column]))
-        if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(names):
-            raise ValueError(
-                f"task {task.name!r}: labels must be int class ids in [0, {len(names)}) "
-                f"(one per line of {task.class_names}); found {labels.min()}..{labels.max()}"
-            )
+        labels = _labels(data, task, len(names))
         zimg, _ = _images(model, data, batch_size)
         prompts = [t.format(n) for n in names for t in templates]
         set_ids = jnp.repeat(jnp.arange(len(names), dtype=jnp.int32), len(templates))
         zt = jnp.asarray(embed_texts(model, tokenizer(prompts), batch_size))
         classes = np.asarray(average_prompt_embeddings(zt, set_ids, len(names)))
-        return zero_shot_scores(zimg @ classes.T, labels.astype(np.int64))
+        return zero_shot_scores(zimg @ classes.T, labels)
+    if task.kind == "linear_probe":
+        train = _dataset(dataclasses.replace(task, path=task.train_path), task.label_column)
+        test = _dataset(task, task.label_column)
+        train_labels, test_labels = _labels(train, task), _labels(test, task)
+        n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+        features = [_images(model, data, batch_size)[0] for data in (train, test)]
+        return zero_shot_scores(
+            linear_probe(features[0], train_labels, features[1], n_classes), test_labels
+        )
     data = _dataset(task, task.caption_column)
     zimg, captions = _images(model, data, batch_size)
     texts, owner = [], []
