@@ -26,6 +26,7 @@ LAYERS = {
     "convert": 8,
     "cli": 9,
     "cli_tokenizer": 9,
+    "cli_score": 9,
     "__main__": 9,
     "__init__": 9,
 }
