@@ -83,12 +83,20 @@ def run(command: argparse.Namespace) -> int:
     os.replace(partial, out)  # never a half-written file at OUT
     by = scores[f"score/{args.by}"]
     print(f"scored {len(keep)} of {n} examples ({n - len(keep)} unreadable); wrote {out}")
-    if "quality" in columns:  # the built-in scenes: how each noise kind scores
-        from aced.data.scenes import QUALITY_NAMES
+    for name in [*loaded.extras, *args.keep]:  # how each value of a small column scores
+        values = np.asarray(columns[name])
+        if len(np.unique(values)) > 10:
+            continue
+        for value in np.unique(values):
+            shown = str(value)
+            if name == "quality":  # the built-in scenes' noise kinds
+                from aced.data.scenes import QUALITY_NAMES
 
-        for code in np.unique(columns["quality"]):
-            mean = by[columns["quality"] == code].mean()
-            print(f"  {QUALITY_NAMES[int(code)]:>16}: mean {args.by} {mean:+.3f}")
+                shown = QUALITY_NAMES[int(value)]
+            mean = by[values == value].mean()
+            print(
+                f"  {name} = {shown}: mean {args.by} {mean:+.3f} ({int((values == value).sum())})"
+            )
     if args.sheet:
         sheet = contact_sheet(
             images, captions, by, args.sheet, per_side=args.per_side, title=args.by
