@@ -162,6 +162,19 @@ def budget_steps(summaries: dict[str, dict], base: dict) -> int:
     return math.ceil((most - fixed) / per_step)
 
 
+def check_plan(s: Study, runs: pathlib.Path) -> None:
+    """Every run's configuration and batch geometry, checked before the first run starts (a
+    study must not stop at its thirtieth run on a shape error)."""
+    for arm, seed in planned(s):
+        run = apply_overrides(preset(arm.preset), arm_overrides(s, arm, seed, runs))
+        try:
+            run.step.check_shapes(run.data.super_batch_size, 1)
+        except ValueError as error:
+            raise ValueError(
+                f"study {s.name!r}, run {run_name(arm.name, seed)}: {error}"
+            ) from error
+
+
 def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_only: bool = False):
     s = study(preset_name)
     todo = [("reference", ref, None) for ref in s.references]
@@ -173,6 +186,7 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
             print(f"budget {base}_budget (each seed, for the largest FLOPs of any arm)")
         return
     commit = git_commit()
+    check_plan(s, runs)
 
     def reference(ref: str, need_model: bool) -> None:
         """Summarise the reference; train it (deterministic in its seed) when the model is
