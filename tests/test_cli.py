@@ -58,7 +58,7 @@ def test_python_dash_m_aced_runs_the_cli():
         for line in done.stdout.splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert listed == ["train", "eval", "reproduce", "convert", "tokenizer"]  # each one works
+    assert listed == ["train", "eval", "reproduce", "convert", "tokenizer", "score"]  # each works
     assert "bench" not in done.stdout  # benchmarks are scripts, not a stub subcommand
 
 

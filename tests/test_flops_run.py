@@ -59,7 +59,16 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(loop, "TwoTower", zeros)
     monkeypatch.setattr(loop, "compiled_step", stand_in_step)
     monkeypatch.setattr(loop, "cache_reference_embeddings", stand_in_cache)
-    monkeypatch.setattr(loop, "run_evaluation", lambda *args, **kwargs: {"average": 0.5})
+    monkeypatch.setattr(loop, "build_evaluation", lambda run: StandInEvaluation())
+
+
+class StandInEvaluation:
+    """Scores every evaluation 0.5, on no suite."""
+
+    suite = None
+
+    def __call__(self, *args, **kwargs):
+        return {"average": 0.5}
 
 
 def test_cache_pass_is_charged_once_and_the_reference_cost_reported(stand_ins, tmp_path):
