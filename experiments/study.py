@@ -19,6 +19,7 @@ Every number the report prints comes from these runs; nothing is tuned to
 the outcome. The claims each arm serves are listed in `CLAIMS`.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from aced.models import decode_variant
@@ -88,11 +89,19 @@ def _arms(main: str, other: str, fs: tuple[float, ...], flexi: int) -> tuple[Arm
         Arm("iid_large_student", "iid", student="large"),
         Arm("acid_large_student", "acid", reference=main, student="large"),
     ]
-    arms += [
-        Arm(f"acid_f{int(100 * f)}", **acid, overrides=(f"step.selection.filter_ratio={f}",))
-        for f in fs
-    ]
+    arms += [Arm(f"acid_f{int(100 * f)}", **acid, overrides=_filter_ratio(f)) for f in fs]
     return tuple(arms)
+
+
+def _filter_ratio(f: float) -> tuple[str, ...]:
+    """ACID at filter ratio `f`; where the preset's chunk count does not divide the sub-batch
+    b = (1 - f) B, the largest count below it that does (f = 0.9 at B = 256: b = 26, 13 chunks)."""
+    run = preset("acid")
+    selection = dataclasses.replace(run.step.selection, filter_ratio=f)
+    b = dataclasses.replace(run.step, selection=selection).sub_batch_size(run.data.super_batch_size)
+    n_chunks = max(n for n in range(1, selection.n_chunks + 1) if b % n == 0)
+    chunks = () if n_chunks == selection.n_chunks else (f"step.selection.n_chunks={n_chunks}",)
+    return (f"step.selection.filter_ratio={f}", *chunks)
 
 
 _SCALE_FREE = ("step.optim.decay_steps=0",)
