@@ -101,9 +101,11 @@ def flops_per_accuracy(summaries: list[dict]) -> list[dict]:
     for arm, group in arms.items():
         row: dict = {"arm": arm, "target": target, "seeds": len(group)}
         for reading in READINGS:
+            # IID is read where its FLOPs to the target were: on each seed's longest curve
+            curves = [longer.get(s["seed"], s) if arm == "iid" else s for s in group]
             reached = [
-                flops_to_reach(s["curve"], target, total_flops(s, reading) - s["flops"])
-                for s in group
+                flops_to_reach(c["curve"], target, total_flops(s, reading) - s["flops"])
+                for c, s in zip(curves, group, strict=True)
             ]
             if any(r is None for r in reached):
                 row[reading], row[f"{reading}_ratio"] = None, None

@@ -57,7 +57,9 @@ def test_flops_per_accuracy_reads_iid_seeds_on_their_longer_runs():
     assert rows["acid"]["amortised"] == pytest.approx(10.0)  # halfway from 5 to 15
     assert rows["acid"]["included"] == pytest.approx(110.0)
     assert rows["acid"]["amortised_ratio"] == pytest.approx(10.0 / 17.5)  # IID: (10 + 25) / 2
-    assert rows["iid"]["amortised"] is None  # seed 1's own 300-step curve never gets there
+    # IID's row: on each seed's longest curve, so its ratio is 1 (seed 1's own 300-step
+    # curve never gets there; its equal-FLOP run does)
+    assert rows["iid"]["amortised"] == pytest.approx(17.5) and rows["iid"]["amortised_ratio"] == 1
     # without the longer run no IID FLOPs to the target exist, so no ratio
     rows = {r["arm"]: r for r in flops_per_accuracy([summaries[0], summaries[1], summaries[3]])}
     assert rows["acid"]["amortised"] == pytest.approx(10.0)
