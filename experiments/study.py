@@ -213,7 +213,7 @@ STUDIES: dict[str, Study] = {
         steps=(300, 100, 50),
         data_size=10000,
         reference_steps=300,
-        fs=(0.5, 0.9),
+        fs=(0.5, 0.8, 0.9),
     ),
     "full": _scaled(
         "full",
