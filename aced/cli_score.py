@@ -75,7 +75,8 @@ def run(command: argparse.Namespace) -> int:
     for name in args.keep:
         if not hasattr(source, "dataset") or name not in source.dataset.column_names:
             raise ValueError(f"--keep {name}: the data has no column {name!r}")
-        columns[name] = [source.dataset[int(i)][name] for i in keep]
+        column = source.dataset[name]  # that column alone, no image read
+        columns[name] = [column[int(i)] for i in keep]
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")

@@ -1,7 +1,6 @@
 """``aced tokenizer build``: the command-line side of `aced.data.tokenizer_build`."""
 
 import argparse
-import pathlib
 
 DESCRIPTION = (
     "Train a word-level or BPE tokenizer on the captions named by data.* (the fields of aced "
@@ -36,16 +35,10 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lines(path: str, what: str) -> list[str]:
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{what} file {file} does not exist")
-    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
-
-
 def run(command: argparse.Namespace) -> int:
     args = parser().parse_intermixed_args(command.args)
     from aced.data.tokenizer_build import build, caption_texts, prompt_texts
+    from aced.eval.user_tasks import read_lines
     from aced.train.config import apply_overrides, preset
     from aced.train.inputs import DATA_SOURCES
 
@@ -56,10 +49,15 @@ def run(command: argparse.Namespace) -> int:
         raise ValueError("--class-names and --templates go together; give both or neither")
     data = apply_overrides(preset("aced"), args.overrides).data
     captions = caption_texts(DATA_SOURCES[data.source](data))  # no batch: any size will do
-    extra = [t for path in args.extra_texts for t in _lines(path, "--extra-texts")]
+
+    def lines(path: str, what: str) -> list[str]:
+        return read_lines(path, what, allow_empty=True)
+
+    extra = [t for path in args.extra_texts for t in lines(path, "--extra-texts")]
     if args.class_names:
-        names = _lines(args.class_names, "--class-names")
-        extra += prompt_texts(names, _lines(args.templates, "--templates"))
+        extra += prompt_texts(
+            lines(args.class_names, "--class-names"), lines(args.templates, "--templates")
+        )
     done = build(
         captions,
         args.out,

@@ -48,6 +48,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from aced.data.tokenizer_build import prompt_texts
 from aced.eval.evaluate import embed_images, embed_texts
 from aced.eval.metrics import average_prompt_embeddings
 
@@ -105,12 +106,13 @@ def load_tasks(path: str | pathlib.Path) -> list[UserTask]:
     return tasks
 
 
-def _lines(path: str, what: str) -> list[str]:
+def read_lines(path: str, what: str, *, allow_empty: bool = False) -> list[str]:
+    """The non-blank lines of a text file (class names, templates, extra texts), stripped."""
     file = pathlib.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{what} file {file} does not exist")
     lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    if not lines:
+    if not lines and not allow_empty:
         raise ValueError(f"{what} file {file} is empty")
     return lines
 
@@ -203,29 +205,31 @@ def _dataset(task: UserTask, text_column: str):
     return load(task.path, **columns)
 
 
-def _images(model: Any, data, batch_size: int) -> tuple[np.ndarray, list]:
+def _images(model: Any, data, batch_size: int) -> np.ndarray:
     config = model.config.image
     loaded = data.load(np.arange(len(data)), config.image_size, config.channels)
     if not loaded.ok.all():
         bad = int(np.flatnonzero(~loaded.ok)[0])
         raise ValueError(f"example {bad} of {data.dataset}: {loaded.errors[bad]}")
-    rows = list(data.dataset[data.caption_column])
-    return embed_images(model, loaded.images, config.channels, batch_size), rows
+    return embed_images(model, loaded.images, config.channels, batch_size)
 
 
 def run_task(model: Any, tokenizer, task: UserTask, *, batch_size: int = 256) -> dict:
     """The scores of one task (see the module docstring)."""
     if task.kind == "zeroshot":
         data = _dataset(task, task.label_column)
-        names = _lines(task.class_names, f"task {task.name!r}: class_names")
+        names = read_lines(task.class_names, f"task {task.name!r}: class_names")
         templates = (
-            _lines(task.templates, f"task {task.name!r}: templates") if task.templates else ["{}"]
+            read_lines(task.templates, f"task {task.name!r}: templates")
+            if task.templates
+            else ["{}"]
         )
-        if any("{}" not in t for t in templates):
-            raise ValueError(f"task {task.name!r}: every template needs {{}} for the class name")
+        try:
+            prompts = prompt_texts(names, templates)
+        except ValueError as error:
+            raise ValueError(f"task {task.name!r}: {error}") from error
         labels = _labels(data, task, len(names))
-        zimg, _ = _images(model, data, batch_size)
-        prompts = [t.format(n) for n in names for t in templates]
+        zimg = _images(model, data, batch_size)
         set_ids = jnp.repeat(jnp.arange(len(names), dtype=jnp.int32), len(templates))
         zt = jnp.asarray(embed_texts(model, tokenizer(prompts), batch_size))
         classes = np.asarray(average_prompt_embeddings(zt, set_ids, len(names)))
@@ -235,14 +239,14 @@ def run_task(model: Any, tokenizer, task: UserTask, *, batch_size: int = 256) ->
         test = _dataset(task, task.label_column)
         train_labels, test_labels = _labels(train, task), _labels(test, task)
         n_classes = int(max(train_labels.max(), test_labels.max())) + 1
-        features = [_images(model, data, batch_size)[0] for data in (train, test)]
+        features = [_images(model, data, batch_size) for data in (train, test)]
         return zero_shot_scores(
             linear_probe(features[0], train_labels, features[1], n_classes), test_labels
         )
     data = _dataset(task, task.caption_column)
-    zimg, captions = _images(model, data, batch_size)
+    zimg = _images(model, data, batch_size)
     texts, owner = [], []
-    for i, cell in enumerate(captions):
+    for i, cell in enumerate(data.dataset[data.caption_column]):
         cell = [cell] if isinstance(cell, str) else list(cell)
         texts += [str(c) for c in cell]
         owner += [i] * len(cell)
