@@ -154,6 +154,22 @@ def _fix_length(backend: tokenizers.Tokenizer, max_len: int, pad_id: int, side: 
     backend.enable_padding(direction=side, pad_id=pad_id, pad_token=pad_token, length=max_len)
 
 
+def train_backend(
+    model: models.Model, trainer: trainers.Trainer, texts: Iterable[str], length: int | None = None
+) -> tokenizers.Tokenizer:
+    """aced's conventions around a `tokenizers` model: lower-cased, split on white space and
+    punctuation, trained on `texts` (`length` of them, for a progress bar), rows ending in
+    ``<eos>``; not yet padded."""
+    backend = tokenizers.Tokenizer(model)
+    backend.normalizer = text_normalizer(lower=True, strip_punctuation=False)
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(texts, trainer=trainer, length=length)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", special_tokens=[(EOS, backend.token_to_id(EOS))]
+    )
+    return backend
+
+
 def build_word_tokenizer(
     texts: Iterable[str], *, max_len: int, padding_side: Literal["left", "right"] = "left"
 ) -> TextTokenizer:
@@ -174,15 +190,9 @@ def build_word_tokenizer(
         raise ValueError(f"max_len={max_len} must be at least 2 (one word and <eos>)")
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side={padding_side!r} must be 'left' or 'right'")
-    backend = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
-    backend.normalizer = text_normalizer(lower=True, strip_punctuation=False)
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    backend.train_from_iterator(texts, trainer=trainer)
+    backend = train_backend(models.WordLevel(unk_token=UNK), trainer, texts)
     eos_id = backend.token_to_id(EOS)
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", special_tokens=[(EOS, eos_id)]
-    )
     _fix_length(backend, max_len, backend.token_to_id(PAD), padding_side)
     return TextTokenizer(backend, max_len, backend.token_to_id(PAD), eos_id, padding_side)
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import tokenizers
-from tokenizers import models, pre_tokenizers, processors, trainers
+from tokenizers import models, trainers
 from tqdm.auto import tqdm
 
 from aced.data.tokenize import (
@@ -32,7 +32,7 @@ from aced.data.tokenize import (
     TextTokenizer,
     _fix_length,
     save_tokenizer,
-    text_normalizer,
+    train_backend,
 )
 
 KINDS = ("word", "bpe")
@@ -71,7 +71,7 @@ def train_tokenizer(
     if not texts:
         raise ValueError("no texts to train a tokenizer on")
     if kind == "word":
-        backend = tokenizers.Tokenizer(models.WordLevel(unk_token=UNK))
+        model = models.WordLevel(unk_token=UNK)
         trainer = trainers.WordLevelTrainer(
             special_tokens=list(SPECIAL_TOKENS), show_progress=False
         )
@@ -80,18 +80,12 @@ def train_tokenizer(
             raise ValueError(
                 f"vocab_size={vocab_size} must exceed the {len(SPECIAL_TOKENS)} special tokens"
             )
-        backend = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+        model = models.BPE(unk_token=UNK)
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
         )
-    backend.normalizer = text_normalizer(lower=True, strip_punctuation=False)
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
     rows: Iterable[str] = tqdm(texts, desc="tokenizer", unit=" texts", disable=not progress)
-    backend.train_from_iterator(rows, trainer=trainer, length=len(texts))
-    eos_id = backend.token_to_id(EOS)
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", special_tokens=[(EOS, eos_id)]
-    )
+    backend = train_backend(model, trainer, rows, length=len(texts))
     return backend
 
 
