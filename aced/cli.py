@@ -30,7 +30,7 @@ import types
 import typing
 from collections.abc import Sequence
 
-from aced import cli_score, cli_tokenizer
+from aced import cli_embed, cli_score, cli_tokenizer
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -151,6 +151,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     cli_tokenizer.add_parser(commands)
     cli_score.add_parser(commands)
+    cli_embed.add_parser(commands)
     return parser
 
 
@@ -274,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "convert": _convert,
         "tokenizer": cli_tokenizer.run,
         "score": cli_score.run,
+        "embed": cli_embed.run,
     }
     try:
         return handlers[args.command](args)

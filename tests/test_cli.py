@@ -58,7 +58,15 @@ def test_python_dash_m_aced_runs_the_cli():
         for line in done.stdout.splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert listed == ["train", "eval", "reproduce", "convert", "tokenizer", "score"]  # each works
+    assert listed == [
+        "train",
+        "eval",
+        "reproduce",
+        "convert",
+        "tokenizer",
+        "score",
+        "embed",
+    ]  # each works
     assert "bench" not in done.stdout  # benchmarks are scripts, not a stub subcommand
 
 

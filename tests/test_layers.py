@@ -27,6 +27,7 @@ LAYERS = {
     "cli": 9,
     "cli_tokenizer": 9,
     "cli_score": 9,
+    "cli_embed": 9,
     "__main__": 9,
     "__init__": 9,
 }

@@ -9,6 +9,7 @@ temporary sibling first, then renamed, so a crash leaves no half-written
 checkpoint.
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -50,6 +51,21 @@ def tree_to_arrays(tree: Any) -> dict[str, np.ndarray]:
             leaf = jax.random.key_data(leaf)
         arrays[_path_name(path)] = np.asarray(leaf)
     return arrays
+
+
+def model_checksum(model: TwoTower) -> str:
+    """SHA-256 of a `TwoTower`'s config and parameters: same model, same digest.
+
+    Independent of the files it came from (an aced model directory, a run's
+    checkpoint, a converted checkpoint): the config as sorted JSON, then each
+    parameter's path name, dtype, shape and bytes, in path-name order.
+    """
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, array in sorted(tree_to_arrays(model).items()):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def arrays_to_tree(skeleton: Any, arrays: Mapping[str, np.ndarray]) -> Any:

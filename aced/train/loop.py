@@ -35,7 +35,6 @@ from jax.sharding import Mesh
 
 from aced.data import BatchIterator, IteratorState, save_tokenizer
 from aced.eval import write_json
-from aced.flops import reference_cache_flops
 from aced.models import TwoTower
 from aced.train.checkpoint import (
     checkpoint_steps,
@@ -46,16 +45,12 @@ from aced.train.checkpoint import (
 )
 from aced.train.config import RunConfig, StepConfig, migrate, to_dict
 from aced.train.diagnostics import make_support_fn, selection_diagnostics
+from aced.train.embedding_cache import reference_cache
 from aced.train.evaluation import EVAL_FILE, build_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
 from aced.train.logs import MetricsLog, StopRequest, check_finite, say
-from aced.train.reference import (
-    cache_reference_embeddings,
-    prepare_reference,
-    reference_tokenizer,
-    reference_training_flops,
-)
+from aced.train.reference import prepare_reference, reference_tokenizer, reference_training_flops
 from aced.train.sharding import AXIS, default_mesh, on_one_device, replicate
 from aced.train.state import init_train_state
 from aced.train.step import make_train_step
@@ -149,22 +144,9 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     cache, cache_flops = None, 0.0
     if run.step.reference_embeddings == "cached":
-        image = reference.config.image
-        say(
-            f"embedding the {len(source)} training examples with the reference once "
-            f"({image.image_size}px)"
-        )
         ref_tokenizer = reference_tokenizer(reference, run.reference.path or None, tokenizer)
-        cache = cache_reference_embeddings(
-            frozen,
-            source,
-            ref_tokenizer,
-            image_size=image.image_size,
-            channels=image.channels,
-            mesh=mesh,
-        )
-        cache_flops = float(
-            reference_cache_flops(reference.config, len(source), ref_tokenizer.max_len)
+        cache, cache_flops = reference_cache(
+            reference, frozen, source, ref_tokenizer, mesh=mesh, directory=run.reference.embeddings
         )
         # Charged once: a resumed run's restored total holds it (unless it was
         # written before the cache pass was counted).

@@ -124,30 +124,35 @@ def cache_reference_embeddings(
     channels: int,
     mesh: Mesh,
     batch_size: int = 512,
+    indices: np.ndarray | None = None,
 ) -> tuple[Float32[np.ndarray, "n D"], Float32[np.ndarray, "n D"]]:
     """The frozen reference's embeddings of every example, row i for example id i.
 
     **Arguments:**
 
     - `reference`: the reference model; `source`: all training examples.
+    - `indices`: embed only these example ids (row i for ``indices[i]``); all by default.
     - `tokenizer`, `image_size`, `channels`: the reference's input pipeline
       (`reference_tokenizer`, ``reference.config.image``), which may differ
       from the learner's: only the embeddings enter the step.
     - `mesh`: the batch is embedded sharded over its ``data`` axis.
     - `batch_size`: examples per call (rounded up to the device count).
 
-    **Returns:** float32 ``(zimg, ztxt)``, each (N, D) with N = ``len(source)``.
+    **Returns:** float32 ``(zimg, ztxt)``, each (N, D) with N = ``len(source)``
+    (or ``len(indices)``).
     Rows of images that fail to decode are embeddings of a blank image (the
     iterator never draws those examples).
     """
     devices = mesh.shape[AXIS]
     batch_size = -(-batch_size // devices) * devices
     reference = replicate(reference, mesh)
-    n, width = len(source), reference.config.embed_dim
+    indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+    n, width = len(indices), reference.config.embed_dim
     zimg, ztxt = np.zeros((n, width), np.float32), np.zeros((n, width), np.float32)
     sharding = NamedSharding(mesh, P(AXIS))
     for start in range(0, n, batch_size):
-        ids = np.arange(start, min(start + batch_size, n))
+        rows = np.arange(start, min(start + batch_size, n))
+        ids = indices[rows]
         loaded = source.load(ids, image_size, channels)
         images, tokens = to_model_images(loaded.images, channels), tokenizer(loaded.captions)
         pad = batch_size - ids.size  # one shape, one compilation
@@ -158,7 +163,7 @@ def cache_reference_embeddings(
         )
         # Every process keeps the whole cache: its batches may hold any example.
         zi, zt = multihost_utils.process_allgather((zi, zt), tiled=True)
-        zimg[ids], ztxt[ids] = zi[: ids.size], zt[: ids.size]
+        zimg[rows], ztxt[rows] = zi[: ids.size], zt[: ids.size]
     return zimg, ztxt
 
 

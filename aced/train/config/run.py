@@ -192,6 +192,11 @@ class ReferenceConfig:
         "peak learning rate of a reference trained here", default=3e-3
     )
     warmup_steps: int = help_field("learning-rate warm-up of a reference trained here", default=50)
+    embeddings: str | None = help_field(
+        "a directory of `aced embed`: the reference's embeddings of the training data, read "
+        "instead of computed (needs step.reference_embeddings=cached); none: embed here",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         if "patch_size" not in decode_variant(self.image_variant):
@@ -241,6 +246,11 @@ class RunConfig:
             raise ValueError(
                 f"step.reference_embeddings='cached' but method={self.step.method!r} uses no "
                 "reference; set step.reference_embeddings=online"
+            )
+        if self.reference.embeddings and self.step.reference_embeddings != "cached":
+            raise ValueError(
+                f"reference.embeddings={self.reference.embeddings} is read only with "
+                "step.reference_embeddings=cached; set it, or unset reference.embeddings"
             )
 
     def _check_flexi(self) -> None:
