@@ -20,7 +20,7 @@ from test_loop import micro_run, records
 
 from aced.flops import reference_cache_flops
 from aced.models import TwoTower
-from aced.train import loop
+from aced.train import embedding_cache, loop
 from aced.train.checkpoint import load_model
 from aced.train.reference import reference_training_flops
 
@@ -58,7 +58,7 @@ def stand_ins(monkeypatch):
 
     monkeypatch.setattr(loop, "TwoTower", zeros)
     monkeypatch.setattr(loop, "compiled_step", stand_in_step)
-    monkeypatch.setattr(loop, "cache_reference_embeddings", stand_in_cache)
+    monkeypatch.setattr(embedding_cache, "cache_reference_embeddings", stand_in_cache)
     monkeypatch.setattr(loop, "build_evaluation", lambda run: StandInEvaluation())
 
 

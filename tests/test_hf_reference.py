@@ -15,7 +15,7 @@ from test_hf_siglip import MAX_LEN, hf_config_dict, train_sentencepiece
 from test_loop import ACED, micro_overrides, records
 
 from aced.convert import convert_hf_siglip
-from aced.train import loop
+from aced.train import embedding_cache, loop
 from aced.train.config import apply_overrides, preset
 from aced.train.inputs import build_source
 from aced.train.reference import check_reference, reference_tokenizer
@@ -65,8 +65,8 @@ def test_cached_reference_with_its_own_inputs(converted, tmp_path, monkeypatch):
         caches.append(cache_embeddings(*args, **kwargs))
         return caches[-1]
 
-    cache_embeddings = loop.cache_reference_embeddings  # where `train` looks it up
-    monkeypatch.setattr(loop, "cache_reference_embeddings", recording)
+    cache_embeddings = embedding_cache.cache_reference_embeddings  # where `train` looks it up
+    monkeypatch.setattr(embedding_cache, "cache_reference_embeddings", recording)
     run = hf_run(tmp_path / "run", reference, "cached")
     assert (run.model.image_size, run.model.channels, run.model.max_len) == (56, 1, 12)
     result = loop.train(run)
