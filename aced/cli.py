@@ -1,4 +1,5 @@
-"""The ``aced`` command: ``train``, ``eval``, ``reproduce``, ``convert``, ``tokenizer``.
+"""The ``aced`` command: ``train``, ``eval``, ``reproduce``, ``convert``, ``tokenizer``,
+``score``, ``embed``.
 
 ::
 
@@ -9,6 +10,7 @@
     aced convert hf-siglip DIR OUT      # a transformers SiglipModel -> aced model files
     aced tokenizer build data.source=parquet data.path=DIR --out tok.json   # from your captions
     aced train --plugin my_kd.py --preset kd step.distill.loss=similarity_l1   # your own entry
+    aced train --preset aced --coordinator HOST:1234 --num-processes 2 --process-id 0  # 2 hosts
 
 Benchmarks and the paper's experiments are scripts: ``python benchmarks/<name>.py``,
 ``python experiments/<name>.py``.
@@ -19,8 +21,6 @@ when SIGINT / SIGTERM stopped training after saving a checkpoint.
 """
 
 import argparse
-import importlib
-import importlib.util
 import json
 import logging
 import pathlib
@@ -30,51 +30,10 @@ import types
 import typing
 from collections.abc import Sequence
 
-from aced import cli_embed, cli_score, cli_tokenizer
+from aced import cli_distributed, cli_embed, cli_score, cli_tokenizer
+from aced.cli_plugins import PLUGIN_FLAG, PLUGIN_OPTIONS, load_plugins, plugins_in
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-PLUGIN_FLAG = ("--plugin",)
-PLUGIN_OPTIONS = dict(
-    action="append",
-    default=[],
-    metavar="FILE_OR_MODULE",
-    help="a Python file or module to import first, e.g. one that registers a pair score, a "
-    "selection rule or a KD loss (docs/extending.md); repeat for several",
-)
-
-
-def load_plugins(specs: Sequence[str]) -> None:
-    """Import each plugin (a ``.py`` file or a module name) so that its registrations apply."""
-    for spec in specs:
-        path = pathlib.Path(spec)
-        if spec.endswith(".py") or path.is_file():
-            if not path.is_file():
-                raise ValueError(f"--plugin {spec}: no such file")
-            loaded = importlib.util.spec_from_file_location(f"aced_plugin_{path.stem}", path)
-            module = importlib.util.module_from_spec(loaded)
-            sys.modules[loaded.name] = module
-            loaded.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(spec)
-            except ModuleNotFoundError as error:
-                raise ValueError(
-                    f"--plugin {spec}: {error}; pass a .py file or an importable module name"
-                ) from error
-
-
-def _plugins_in(argv: Sequence[str]) -> list[str]:
-    """The values of every ``--plugin X`` / ``--plugin=X`` in `argv` (read before parsing,
-    so that ``--help`` and validation list what the plugins register)."""
-    found = []
-    for i, item in enumerate(argv):
-        if item == "--plugin" and i + 1 < len(argv):
-            found.append(argv[i + 1])
-        elif item.startswith("--plugin="):
-            found.append(item.split("=", 1)[1])
-    return found
 
 
 def _kind(hint: object) -> str:
@@ -117,6 +76,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--preset", default="aced", help="starting configuration (default: aced)")
     train.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change")
+    cli_distributed.add_arguments(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a run, checkpoint or model directory")
     evaluate.add_argument(
@@ -130,6 +90,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=500, help="rows per embedding call")
     evaluate.add_argument("--tasks", help="a task file (TOML / JSON) of your own datasets")
     evaluate.add_argument(*PLUGIN_FLAG, **PLUGIN_OPTIONS)
+    cli_distributed.add_arguments(evaluate)
 
     reproduce = commands.add_parser(
         "reproduce",
@@ -141,6 +102,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     reproduce.add_argument("--runs", help="parent of the run directories")
     reproduce.add_argument("--results", help="where the summaries and the report go")
     reproduce.add_argument("--plan", action="store_true", help="list the runs and stop")
+    cli_distributed.add_arguments(reproduce)
 
     convert = commands.add_parser(
         "convert", help="convert an external checkpoint to aced model files"
@@ -168,6 +130,8 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    if not cli_distributed.is_main():
+        return 0  # process 0 reports
     scores = {k.removeprefix("eval/"): v for k, v in result.items() if k.startswith("eval/")}
     reference = ""
     if result["reference_flops"] or not result["reference_flops_known"]:
@@ -201,6 +165,8 @@ def _eval(args: argparse.Namespace) -> int:
         from aced.eval.user_tasks import load_tasks, run_tasks
 
         scores = run_tasks(model, tokenizer, load_tasks(args.tasks), batch_size=args.batch_size)
+        if not cli_distributed.is_main():
+            return 0  # every process evaluates alike; process 0 reports
         print(format_table(scores))
         name = f"eval_tasks-{path.name}.json" if step_dir else "eval_tasks.json"
         out = write_json(scores, args.out or (path.parent.parent if step_dir else path) / name)
@@ -219,6 +185,8 @@ def _eval(args: argparse.Namespace) -> int:
         seed=EVAL_SUITE_SEED, per_task=per_task, retrieval_size=retrieval, channels=image.channels
     )
     scores = run_evaluation(model, tokenizer, suite, args.batch_size)
+    if not cli_distributed.is_main():
+        return 0
     print(format_table(scores, suite))
     default = path.parent.parent / f"eval-{path.name}.json" if step_dir else path / EVAL_FILE
     out = write_json(scores, args.out or default, suite=suite, metadata={"source": str(path)})
@@ -255,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aced`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        load_plugins(_plugins_in(argv))
+        load_plugins(plugins_in(argv))
     except ValueError as error:
         print(f"aced: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -278,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "embed": cli_embed.run,
     }
     try:
+        if hasattr(args, "coordinator"):
+            cli_distributed.join(args)
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print(f"aced {args.command}: interrupted", file=sys.stderr)
@@ -292,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileExistsError,
         RuntimeError,
     ) as error:
+        cli_distributed.stop_if_lost(args.command, error)  # another process died?
         print(f"aced {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -8,6 +8,8 @@ reference.embeddings=DIR`` reads the embeddings instead of computing them.
 
 import argparse
 
+from aced import cli_distributed
+
 
 def add_parser(commands) -> None:
     """Register ``aced embed`` on the ``aced`` sub-command parser."""
@@ -36,10 +38,13 @@ def parser() -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     parser.add_argument("overrides", nargs="*", metavar="data.key=value", help="the data to embed")
+    cli_distributed.add_arguments(parser)
     return parser
 
 
 def run(command: argparse.Namespace) -> int:
+    import jax
+
     from aced.train.config import apply_overrides, preset
     from aced.train.embedding_cache import write_embeddings
     from aced.train.inputs import DATA_SOURCES
@@ -50,6 +55,7 @@ def run(command: argparse.Namespace) -> int:
     args = parser().parse_intermixed_args(command.args)
     if [o for o in args.overrides if not o.startswith("data.")]:
         raise ValueError(f"only data.* fields apply here; got {args.overrides}")
+    cli_distributed.join(args)
     for name in ("shard_size", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
@@ -61,6 +67,8 @@ def run(command: argparse.Namespace) -> int:
         args.out, reference, source, tokenizer, mesh=default_mesh(), shard_size=args.shard_size,
         batch_size=args.batch_size, progress=args.progress, origin=args.reference,
     )  # fmt: skip
+    if jax.process_index():
+        return 0  # process 0 reports
     print(
         f"wrote {args.out}: {manifest['num_examples']} examples x {manifest['embed_dim']} "
         f"(image and text) in {len(manifest['shards'])} shard(s); model {manifest['model'][:12]}, "

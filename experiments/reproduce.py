@@ -24,6 +24,7 @@ import pathlib
 import subprocess
 from typing import Any
 
+import jax
 from study import Arm, Study, study
 
 from aced.train.config import apply_overrides, preset
@@ -107,6 +108,8 @@ def summarise(run_dir: pathlib.Path, **about: Any) -> dict[str, Any]:
 
 
 def write_summary(results: pathlib.Path, name: str, summary: dict[str, Any]) -> None:
+    if jax.process_index():  # a multi-process study: process 0 writes
+        return
     path = results / "runs" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -253,7 +256,8 @@ def reproduce(preset_name: str, runs: pathlib.Path, results: pathlib.Path, plan_
             run("budget", arm, seed, overrides)
     from report import write_report
 
-    write_report(preset_name, results)
+    if jax.process_index() == 0:
+        write_report(preset_name, results)
 
 
 def main(argv: list[str] | None = None) -> int:

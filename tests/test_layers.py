@@ -28,6 +28,8 @@ LAYERS = {
     "cli_tokenizer": 9,
     "cli_score": 9,
     "cli_embed": 9,
+    "cli_distributed": 9,
+    "cli_plugins": 9,
     "__main__": 9,
     "__init__": 9,
 }

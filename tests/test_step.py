@@ -2,11 +2,6 @@
 frozen reference, cached reference embeddings, local selection, FLOPs, bad input."""
 
 import dataclasses
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -35,8 +30,6 @@ from aced.train.curation import curate
 from aced.train.sharding import replicate, shard_batch
 from aced.train.state import SuperBatch, init_train_state
 from aced.train.step import make_train_step, step_flops, train_step
-
-WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
 def mesh_of(n):
@@ -231,40 +224,6 @@ def test_bad_geometry_is_rejected(filter_ratio, n_chunks, super_batch, devices, 
     )
     with pytest.raises(ValueError, match=message):
         config.check_shapes(super_batch, devices)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_equal_one_process_with_eight_devices(tmp_path, eight_device_run):
-    """jax.distributed: 2 processes x 4 CPU devices (gloo collectives) == 1 process x 8."""
-    out, port = tmp_path / "params.npz", str(free_port())
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), port, str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    logs = []
-    try:
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    expected = params(eight_device_run[0].learner)
-    got = np.load(out)
-    assert len(got.files) == len(expected) + 1
-    for i, x in enumerate(expected):
-        np.testing.assert_allclose(got[f"arr_{i}"], np.asarray(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["iid", "aced"])

@@ -175,10 +175,21 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         return self._state
 
     def order(self, epoch: int) -> np.ndarray:
-        """This process's example ids in `epoch`'s order."""
+        """This process's example ids in `epoch`'s order.
+
+        The epoch's permutation, cut into global batches of B; process p takes
+        the p-th contiguous B / P of each (and of the short last one), so that
+        the processes' batches, concatenated in process order, are the batches
+        of one process: the same global batch, row for row, for any P.
+        """
         if self._order_cache is None or self._order_cache[0] != epoch:
             perm = np.random.default_rng((self.seed, epoch)).permutation(len(self.source))
-            self._order_cache = (epoch, perm[self.process_index :: self.process_count])
+            p, count, whole = self.process_index, self.process_count, self.batch_size
+            full = len(perm) // whole * whole
+            share, tail = self.local_batch_size, perm[full:]
+            mine = perm[:full].reshape(-1, whole)[:, p * share : (p + 1) * share].ravel()
+            cut = len(tail) // count
+            self._order_cache = (epoch, np.concatenate([mine, tail[p * cut : (p + 1) * cut]]))
         return self._order_cache[1]
 
     def __next__(self) -> dict[str, np.ndarray]:

@@ -50,6 +50,7 @@ from aced.train.evaluation import EVAL_FILE, build_evaluation
 from aced.train.inputs import build_source, build_tokenizer, super_batch
 from aced.train.learners import MODEL_DIR, RUN_CONFIG_FILE, TOKENIZER_FILE
 from aced.train.logs import MetricsLog, StopRequest, check_finite, say
+from aced.train.processes import any_process, data_states, restored_data_state, sync
 from aced.train.reference import prepare_reference, reference_tokenizer, reference_training_flops
 from aced.train.sharding import AXIS, default_mesh, on_one_device, replicate
 from aced.train.state import init_train_state
@@ -135,7 +136,7 @@ def train(run: RunConfig) -> dict[str, Any]:
     if checkpoint_steps(out):
         state, restored = restore_checkpoint(out, state)
         _check_same_run(run, restored, out)
-        start, data_state = int(restored["step"]), IteratorState.from_dict(restored["data"])
+        start, data_state = int(restored["step"]), restored_data_state(restored, out)
         flops_total = float(restored["flops_cumulative"])
         say(f"resuming {out} from step {start}")
     main_process = jax.process_index() == 0
@@ -168,8 +169,10 @@ def train(run: RunConfig) -> dict[str, Any]:
     log = MetricsLog(out, start)
 
     def meta(metrics: dict[str, float]) -> dict[str, Any]:
+        every = data_states(batches.state)  # a collective: every process saves
         return {
-            "data": batches.state.to_dict(),
+            "data": every[0],
+            "data_per_process": every,
             "run_config": to_dict(run),
             "model": learner_config.to_dict(),
             "teacher_width": teacher_width,
@@ -241,10 +244,11 @@ def train(run: RunConfig) -> dict[str, Any]:
                 every = run.train.eval_every
                 if every and step % every == 0 and step != run.train.steps:
                     evaluate_now(step)
-                if step % run.train.checkpoint_every == 0 or step == run.train.steps or stop.signal:
+                stopping = any_process(stop.signal is not None)  # all processes stop together
+                if step % run.train.checkpoint_every == 0 or step == run.train.steps or stopping:
                     save_checkpoint(manager, state, meta(host))
                     last_saved = step
-                if stop.signal:
+                if stopping:
                     interrupted = True
                     say(
                         f"stopped at step {step}: checkpoint saved in {out / 'checkpoints'}; "
@@ -262,6 +266,7 @@ def train(run: RunConfig) -> dict[str, Any]:
         return result
     result.update(scores)
     if not main_process:
+        sync(f"aced:train:{out}:done")
         return result
     if evaluation is not None:
         plain = {k.removeprefix("eval/"): v for k, v in scores.items()}
@@ -278,4 +283,5 @@ def train(run: RunConfig) -> dict[str, Any]:
         )
     save_tokenizer(tokenizer, out / TOKENIZER_FILE)
     save_model(on_one_device(state.learner), out / MODEL_DIR, extra_files=(out / TOKENIZER_FILE,))
+    sync(f"aced:train:{out}:done")  # the others return once the model files are written
     return result

@@ -3,6 +3,7 @@ first on the curated split, checked against the learner, its own tokenizer,
 its embeddings of every training example (``step.reference_embeddings="cached"``),
 and what its training cost (``reference_flops``)."""
 
+import functools
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -141,7 +142,8 @@ def cache_reference_embeddings(
     **Returns:** float32 ``(zimg, ztxt)``, each (N, D) with N = ``len(source)``
     (or ``len(indices)``).
     Rows of images that fail to decode are embeddings of a blank image (the
-    iterator never draws those examples).
+    iterator never draws those examples). Under ``jax.distributed`` each
+    process loads only its share of every batch; the embeddings are gathered.
     """
     devices = mesh.shape[AXIS]
     batch_size = -(-batch_size // devices) * devices
@@ -150,20 +152,24 @@ def cache_reference_embeddings(
     n, width = len(indices), reference.config.embed_dim
     zimg, ztxt = np.zeros((n, width), np.float32), np.zeros((n, width), np.float32)
     sharding = NamedSharding(mesh, P(AXIS))
+    local = batch_size // jax.process_count()  # each process loads its share of a batch
+    me = jax.process_index()
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
-        ids = indices[rows]
-        loaded = source.load(ids, image_size, channels)
-        images, tokens = to_model_images(loaded.images, channels), tokenizer(loaded.captions)
-        pad = batch_size - ids.size  # one shape, one compilation
-        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-        tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), tokens.dtype)])
-        zi, zt = _embed_sharded(
-            reference, jax.device_put(images, sharding), jax.device_put(tokens, sharding), mesh
-        )
+        mine = rows[me * local : (me + 1) * local]
+        loaded = source.load(indices[mine], image_size, channels) if mine.size else None
+        token_rows = tokenizer(loaded.captions if loaded else [])
+        # Blank rows pad the batch: one shape, one compilation.
+        images = np.zeros((local, image_size, image_size, channels), np.float32)
+        tokens = np.zeros((local, token_rows.shape[1]), np.int32)
+        tokens[: mine.size] = token_rows
+        if loaded:
+            images[: mine.size] = to_model_images(loaded.images, channels)
+        put = functools.partial(jax.make_array_from_process_local_data, sharding)
+        zi, zt = _embed_sharded(reference, put(images), put(tokens), mesh)
         # Every process keeps the whole cache: its batches may hold any example.
         zi, zt = multihost_utils.process_allgather((zi, zt), tiled=True)
-        zimg[rows], ztxt[rows] = zi[: ids.size], zt[: ids.size]
+        zimg[rows], ztxt[rows] = zi[: rows.size], zt[: rows.size]
     return zimg, ztxt
 
 

@@ -78,6 +78,13 @@ def embed_sharded(
 
 
 def on_one_device(tree):
-    """Every array of `tree` on the first device (to evaluate or export a replicated model)."""
+    """Every array of `tree` on this process's first device (to evaluate or export a
+    replicated model; under jax.distributed each process takes its own copy)."""
     arrays, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(arrays, jax.devices()[0]), static)
+
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            x = x.addressable_data(0)  # replicated: every device holds the whole array
+        return jax.device_put(x, jax.local_devices()[0])
+
+    return eqx.combine(jax.tree.map(local, arrays), static)

@@ -143,7 +143,7 @@ def restore_checkpoint(
 
     def abstract(x: Any) -> jax.ShapeDtypeStruct:
         sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(
-            jax.devices()[0]
+            jax.local_devices()[0]
         )
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 

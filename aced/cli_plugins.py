@@ -1,0 +1,49 @@
+"""``--plugin``: the Python files or modules ``aced`` imports first, so that their
+registrations (pair scores, selection rules, KD losses; docs/extending.md) apply."""
+
+import importlib
+import importlib.util
+import pathlib
+import sys
+from collections.abc import Sequence
+
+PLUGIN_FLAG = ("--plugin",)
+PLUGIN_OPTIONS = dict(
+    action="append",
+    default=[],
+    metavar="FILE_OR_MODULE",
+    help="a Python file or module to import first, e.g. one that registers a pair score, a "
+    "selection rule or a KD loss (docs/extending.md); repeat for several",
+)
+
+
+def load_plugins(specs: Sequence[str]) -> None:
+    """Import each plugin (a ``.py`` file or a module name) so that its registrations apply."""
+    for spec in specs:
+        path = pathlib.Path(spec)
+        if spec.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise ValueError(f"--plugin {spec}: no such file")
+            loaded = importlib.util.spec_from_file_location(f"aced_plugin_{path.stem}", path)
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules[loaded.name] = module
+            loaded.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(spec)
+            except ModuleNotFoundError as error:
+                raise ValueError(
+                    f"--plugin {spec}: {error}; pass a .py file or an importable module name"
+                ) from error
+
+
+def plugins_in(argv: Sequence[str]) -> list[str]:
+    """The values of every ``--plugin X`` / ``--plugin=X`` in `argv` (read before parsing,
+    so that ``--help`` and validation list what the plugins register)."""
+    found = []
+    for i, item in enumerate(argv):
+        if item == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif item.startswith("--plugin="):
+            found.append(item.split("=", 1)[1])
+    return found
