@@ -3,8 +3,9 @@
 2 processes x 4 CPU devices train the smoke preset (micro towers, its reference
 trained first by the same processes) as 1 process x 8 devices does, step by
 step; a SIGKILL of one process in the middle of a save stops the other at once
-with a message, and both started again resume to the same parameters. One
-checkpoint directory and one set of logs are written.
+with a message, and both started again resume to the uninterrupted run's
+parameters, bit for bit. One checkpoint directory and one set of logs are
+written.
 """
 
 import json
@@ -101,11 +102,26 @@ def one_process(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two") / "run"
+    finish(launch(out), out)
+    return out
+
+
 @pytest.mark.slow
-def test_two_processes_train_as_one_through_a_sigkill_and_resume(one_process, tmp_path):
-    """Steps 1-4 (and the reference's 2) run uninterrupted on two processes; process 1 is
-    killed inside the save of step 4; both restart and run steps 5-6. Every logged step
-    and the final parameters equal the one-process run's."""
+def test_two_processes_train_as_one(one_process, two_processes):
+    """Every logged step (the reference's and the learner's) and the final parameters."""
+    assert_same_run(two_processes, one_process)
+    assert_same_run(two_processes / "reference", one_process / "reference")
+
+
+@pytest.mark.slow
+def test_a_sigkill_then_a_resume_of_both_is_bitwise_the_uninterrupted_run(
+    one_process, two_processes, tmp_path
+):
+    """Process 1 is killed inside the save of step 4; process 0 stops at once; both
+    restart and run steps 5-6, to the uninterrupted two-process run's parameters."""
     out, paused = tmp_path / "two", tmp_path / "paused"
     procs = launch(out, pause={1: f"4:{paused}"})  # process 1 waits inside the save of step 4
     try:
@@ -127,7 +143,9 @@ def test_two_processes_train_as_one_through_a_sigkill_and_resume(one_process, tm
     assert [r["step"] for r in records(out)] == [1, 2, 3, 4]
     finish(launch(out), out)  # the same command again, on both
     assert "resuming" in (tmp_path / "two-0.log").read_text()
-    assert_same_run(out, one_process)
+    for x, y in zip(learner_leaves(out), learner_leaves(two_processes), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert records(out) == records(two_processes)
     # One run directory's worth of files: nothing doubled, nothing left half-written.
     assert checkpoint_steps(out) == [4, 6] and checkpoint_steps(out / "reference") == [2]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in one_process.iterdir())
