@@ -9,16 +9,17 @@ reference.embeddings=DIR`` reads the embeddings instead of computing them.
 import argparse
 
 from aced import cli_distributed
+from aced.cli_common import remainder_command
 
 
 def add_parser(commands) -> None:
-    """Register ``aced embed`` on the ``aced`` sub-command parser."""
-    command = commands.add_parser(
+    """Register ``aced embed`` on the ``aced`` sub-command parser (`parser` reads its arguments)."""
+    remainder_command(
+        commands,
         "embed",
-        help="a frozen reference's embeddings of a whole dataset, in resumable shards",
-        add_help=False,
+        "a frozen reference's embeddings of a whole dataset, in resumable shards",
+        "REFERENCE --out DIR ...",
     )
-    command.add_argument("args", nargs=argparse.REMAINDER, help="REFERENCE --out DIR ...")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,15 +8,17 @@ import argparse
 import os
 import pathlib
 
+from aced.cli_common import remainder_command
+
 
 def add_parser(commands) -> None:
-    """Register ``aced score`` on the ``aced`` sub-command parser."""
-    command = commands.add_parser(
+    """Register ``aced score`` on the ``aced`` sub-command parser (`parser` reads its arguments)."""
+    remainder_command(
+        commands,
         "score",
-        help="per-example curation scores of a dataset, and a contact sheet",
-        add_help=False,
+        "per-example curation scores of a dataset, and a contact sheet",
+        "LEARNER --reference REF ...",
     )
-    command.add_argument("args", nargs=argparse.REMAINDER, help="LEARNER --reference REF ...")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,6 +2,8 @@
 
 import argparse
 
+from aced.cli_common import remainder_command
+
 DESCRIPTION = (
     "Train a word-level or BPE tokenizer on the captions named by data.* (the fields of aced "
     "train), plus optional extra texts, and write tokenizer.json."
@@ -9,12 +11,13 @@ DESCRIPTION = (
 
 
 def add_parser(commands) -> None:
-    """Register ``aced tokenizer`` on the ``aced`` sub-command parser; its arguments are
-    parsed by `parser` (options and data.key=value fields in any order)."""
-    command = commands.add_parser(
-        "tokenizer", help="build a tokenizer.json from a dataset's captions", add_help=False
+    """Register ``aced tokenizer`` on the ``aced`` sub-command parser (`parser` reads its arguments)."""
+    remainder_command(
+        commands,
+        "tokenizer",
+        "build a tokenizer.json from a dataset's captions",
+        "build [options] [data.key=value]",
     )
-    command.add_argument("args", nargs=argparse.REMAINDER, help="build [options] [data.key=value]")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -156,7 +156,7 @@ def test_a_sigkill_then_a_resume_of_both_is_bitwise_the_uninterrupted_run(
         train(micro_run(out, STEPS + 2, *ACED, preset_name="smoke"))
 
 
-def test_a_coordinator_that_never_answers_is_an_error_in_time(tmp_path):
+def test_a_coordinator_that_never_answers_is_an_error_in_time(tmp_path, capsys):
     argv = ["train", "--preset", "smoke", *micro_overrides(tmp_path, 1)]
     start = time.monotonic()
     done = subprocess.run(
@@ -168,4 +168,12 @@ def test_a_coordinator_that_never_answers_is_an_error_in_time(tmp_path):
     assert done.returncode == 1, done.stderr[-2000:]
     assert "did not gather within --distributed-timeout 3 s" in done.stderr
     assert time.monotonic() - start < 60
-    assert cli.main([*argv, "--coordinator", "127.0.0.1:1234"]) == 2  # the other two missing
+    # Every command that can run across processes takes the options (here incomplete).
+    for command_argv in (
+        argv,
+        ["eval", str(tmp_path)],
+        ["reproduce", "--preset", "smoke", "--plan"],
+        ["embed", str(tmp_path), "--out", str(tmp_path / "emb")],
+    ):
+        assert cli.main([*command_argv, "--coordinator", "127.0.0.1:1234"]) == 2
+        assert "--num-processes, --process-id missing" in capsys.readouterr().err

@@ -29,7 +29,7 @@ LAYERS = {
     "cli_score": 9,
     "cli_embed": 9,
     "cli_distributed": 9,
-    "cli_plugins": 9,
+    "cli_common": 9,
     "__main__": 9,
     "__init__": 9,
 }

@@ -1,6 +1,9 @@
-"""``--plugin``: the Python files or modules ``aced`` imports first, so that their
-registrations (pair scores, selection rules, KD losses; docs/extending.md) apply."""
+"""What the ``aced`` sub-commands share: ``--plugin`` (the Python files or modules
+imported first, so that their registrations of pair scores, selection rules and KD
+losses apply; docs/extending.md) and the registration of a sub-command that parses
+its own arguments."""
 
+import argparse
 import importlib
 import importlib.util
 import pathlib
@@ -47,3 +50,10 @@ def plugins_in(argv: Sequence[str]) -> list[str]:
         elif item.startswith("--plugin="):
             found.append(item.split("=", 1)[1])
     return found
+
+
+def remainder_command(commands, name: str, about: str, usage: str) -> None:
+    """Register ``aced NAME`` whose arguments its module parses itself (options and
+    ``data.key=value`` fields in any order, with ``parse_intermixed_args``)."""
+    command = commands.add_parser(name, help=about, add_help=False)
+    command.add_argument("args", nargs=argparse.REMAINDER, help=usage)
