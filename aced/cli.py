@@ -31,9 +31,15 @@ import typing
 from collections.abc import Sequence
 
 from aced import cli_distributed, cli_embed, cli_score, cli_tokenizer
-from aced.cli_common import PLUGIN_FLAG, PLUGIN_OPTIONS, load_plugins, plugins_in
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+from aced.cli_common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PLUGIN_FLAG,
+    PLUGIN_OPTIONS,
+    load_plugins,
+    plugins_in,
+)
 
 
 def _kind(hint: object) -> str:

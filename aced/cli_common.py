@@ -10,6 +10,8 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # see the ``aced.cli`` docstring
+
 PLUGIN_FLAG = ("--plugin",)
 PLUGIN_OPTIONS = dict(
     action="append",

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 
-EXIT_FAILED = 1
+from aced.cli_common import EXIT_FAILED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,10 +118,11 @@ def stop_if_lost(command: str, error: BaseException) -> None:
         error = error.__cause__  # e.g. a CheckpointError raised from the failed barrier
     if error is None:
         return
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    from aced.train.checkpoint.layout import first_line
+
     _exit(
         f"aced {command} stopped on process {jax.process_index()} of {jax.process_count()}: "
-        f"{text[:300]}. Another process of the run has most likely died (see its log) or the "
+        f"{first_line(error)}. Another process of the run has most likely died (see its log) or the "
         "network failed; start the same command again on every process to resume from the "
         "latest complete checkpoint"
     )

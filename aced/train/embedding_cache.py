@@ -33,6 +33,7 @@ from safetensors.numpy import load_file, save_file
 from aced.data import ExampleSource, TextTokenizer
 from aced.flops import reference_cache_flops
 from aced.models import TwoTower, model_checksum
+from aced.train.logs import say
 from aced.train.reference import cache_reference_embeddings
 
 FORMAT = "aced-reference-embeddings/1"
@@ -158,13 +159,13 @@ def write_embeddings(
     """
     from tqdm.auto import tqdm
 
-    directory = pathlib.Path(out)
-    key, n = cache_key(reference, source, tokenizer), len(source)
     if shard_size % batch_size:
         raise ValueError(
             f"shard size {shard_size} is not a multiple of the batch size {batch_size} "
             "(--shard-size, --batch-size)"
         )
+    directory = pathlib.Path(out)
+    key, n = cache_key(reference, source, tokenizer), len(source)
     manifest = {
         "format": FORMAT, **dataclasses.asdict(key), "shard_size": shard_size,
         "reference": origin, "complete": False, "shards": [],
@@ -279,8 +280,6 @@ def reference_cache(
     **Returns:** ``((zimg, ztxt), flops)``: the one-off pass's FLOPs are charged
     either way, as the run would have spent them itself.
     """
-    from aced.train.logs import say
-
     image = reference.config.image
     flops = float(reference_cache_flops(reference.config, len(source), tokenizer.max_len))
     if directory:

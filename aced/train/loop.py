@@ -265,23 +265,13 @@ def train(run: RunConfig) -> dict[str, Any]:
     if interrupted:
         return result
     result.update(scores)
-    if not main_process:
-        sync(f"aced:train:{out}:done")
-        return result
-    if evaluation is not None:
-        plain = {k.removeprefix("eval/"): v for k, v in scores.items()}
-        write_json(
-            plain,
-            out / EVAL_FILE,
-            suite=evaluation.suite,
-            metadata={
-                "run_dir": str(out),
-                "step": step,
-                **costs(),
-                "method": run.step.method,
-            },
-        )
-    save_tokenizer(tokenizer, out / TOKENIZER_FILE)
-    save_model(on_one_device(state.learner), out / MODEL_DIR, extra_files=(out / TOKENIZER_FILE,))
-    sync(f"aced:train:{out}:done")  # the others return once the model files are written
+    if main_process:  # the run's files; the others wait for them at the barrier below
+        if evaluation is not None:
+            plain = {k.removeprefix("eval/"): v for k, v in scores.items()}
+            metadata = {"run_dir": str(out), "step": step, **costs(), "method": run.step.method}
+            write_json(plain, out / EVAL_FILE, suite=evaluation.suite, metadata=metadata)
+        save_tokenizer(tokenizer, out / TOKENIZER_FILE)
+        model_files = on_one_device(state.learner)
+        save_model(model_files, out / MODEL_DIR, extra_files=(out / TOKENIZER_FILE,))
+    sync(f"aced:train:{out}:done")  # every process returns once the model files are written
     return result

@@ -151,7 +151,7 @@ def cache_reference_embeddings(
     indices = np.arange(len(source)) if indices is None else np.asarray(indices)
     n, width = len(indices), reference.config.embed_dim
     zimg, ztxt = np.zeros((n, width), np.float32), np.zeros((n, width), np.float32)
-    sharding = NamedSharding(mesh, P(AXIS))
+    put = functools.partial(jax.make_array_from_process_local_data, NamedSharding(mesh, P(AXIS)))
     local = batch_size // jax.process_count()  # each process loads its share of a batch
     me = jax.process_index()
     for start in range(0, n, batch_size):
@@ -165,7 +165,6 @@ def cache_reference_embeddings(
         tokens[: mine.size] = token_rows
         if loaded:
             images[: mine.size] = to_model_images(loaded.images, channels)
-        put = functools.partial(jax.make_array_from_process_local_data, sharding)
         zi, zt = _embed_sharded(reference, put(images), put(tokens), mesh)
         # Every process keeps the whole cache: its batches may hold any example.
         zi, zt = multihost_utils.process_allgather((zi, zt), tiled=True)
