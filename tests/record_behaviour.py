@@ -21,7 +21,7 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from behaviour import cases, run_case, smoke_record  # noqa: E402
+from behaviour import cases, machine, run_case, smoke_record  # noqa: E402
 
 
 def main() -> None:
@@ -30,8 +30,11 @@ def main() -> None:
     steps = {name: run_case(*case) for name, case in cases().items()}
     with tempfile.TemporaryDirectory() as out:
         smoke = smoke_record(out, old["smoke"])
-    path.write_text(json.dumps({"smoke": smoke, "steps": steps}, indent=1, sort_keys=True) + "\n")
-    print(f"recorded {len(steps)} cases and the smoke preset in {path}")
+    path.write_text(
+        json.dumps({"machine": machine(), "smoke": smoke, "steps": steps}, indent=1, sort_keys=True)
+        + "\n"
+    )
+    print(f"recorded {len(steps)} cases and the smoke preset in {path} on {machine()}")
 
 
 if __name__ == "__main__":
