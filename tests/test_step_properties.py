@@ -97,10 +97,15 @@ def test_weight_decay_takes_lr_times_decay_off_matrices_only(problem):
         OptimConfig(learning_rate=lr, weight_decay=decay, warmup_steps=0, grad_clip_norm=0.0)
     )
     params = eqx.filter(learner, eqx.is_inexact_array)
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    with jax.numpy_dtype_promotion("standard"):  # optax mixes float ** int32 internally
-        updates, _ = optimizer.update(zeros, optimizer.init(params), params)
-    new = eqx.apply_updates(params, updates)
+
+    @jax.jit  # one program, not one per operation and leaf shape
+    def update(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes float ** int32 internally
+            updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+        return eqx.apply_updates(params, updates)
+
+    new = update(params)
     decayed, kept = [], []
     for (path, old), now in zip(
         jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(new), strict=True
