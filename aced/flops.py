@@ -163,6 +163,7 @@ def train_step_flops(
     n_devices: int = 1,
     num_tokens: int | None = None,
     scoring_learner: TwoTowerConfig | None = None,
+    block: BlockSizes | None = None,
 ) -> dict[str, int]:
     """Analytic training FLOPs of one step, by part (PAPER.md, "FLOPs"), summed over devices.
 
@@ -224,6 +225,7 @@ def train_step_flops(
             n_chunks=n_chunks,
             scope=selection_scope,
             n_devices=n_devices,
+            block=block,
         )
     trained = 2 * b if (kd is not None and kd_separate_batch) else b
     parts["update"] = 3 * trained * learner_forward

@@ -5,7 +5,8 @@
 #   bash requirements/refresh.sh --upgrade  # the newest releases within pyproject.toml's ranges
 #
 # base.txt locks the main job (`pip install -e .`), dev.txt the test command (extras dev + hf,
-# with base.txt's pins). After an upgrade, rerun the tests and the README's figures and update
+# with base.txt's pins), bench.txt benchmarks/throughput.py's environment (extra bench). After
+# an upgrade, rerun the tests and the README's figures and update
 # the versions the README quotes. Extra arguments go to pip-compile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ compile() {
 }
 compile "$@" --output-file requirements/base.txt
 compile "$@" --constraint requirements/base.txt --extra dev --extra hf --output-file requirements/dev.txt
+# benchmarks/throughput.py's own environment: open_clip, torch 2.14.1 and torchvision.
+compile "$@" --constraint requirements/base.txt --extra bench --output-file requirements/bench.txt
 # PyTorch's CPU build carries a local version label (2.13.0+cpu): pin the public version,
 # which pip takes from that build where it lies on disk and from PyPI elsewhere.
-sed -i -E 's/^(torch==[0-9.]+)\+[a-z0-9.]+/\1/' requirements/base.txt requirements/dev.txt
+sed -i -E 's/^(torch==[0-9.]+)\+[a-z0-9.]+/\1/' requirements/base.txt requirements/dev.txt requirements/bench.txt

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 from step_problem import step_config as method_preset
 
+from aced.kernels import BlockSizes
 from aced.train.config import (
     PRESETS,
     DistillConfig,
@@ -79,10 +80,14 @@ def test_overrides_are_typed_and_nested():
             "optim.warmup_steps=0x10",
             "contrastive=softmax",
             "selection.interpret=false",
+            "selection.block_rows=256",
+            "selection.precision=bf16",
         ],
     )
     assert config.selection.filter_ratio == 0.5 and config.selection.rule == "greedy"
     assert config.selection.interpret is False
+    assert config.selection.block_sizes() == BlockSizes(256, 64, "bf16")
+    assert apply_overrides(config, ["selection.interpret=none"]).selection.interpret is None
     assert config.distill.loss == "sigmoid" and config.optim.warmup_steps == 16
     assert config.contrastive == "softmax"
     assert dataclasses.is_dataclass(config) and config.method == "aced"
@@ -94,6 +99,8 @@ def test_overrides_are_typed_and_nested():
         ("n_chunks=4", r"unknown config key 'n_chunks'; did you mean selection.n_chunks"),
         ("selection.n_chunks=four", "must be an integer"),
         ("selection.interpret=maybe", "must be a boolean"),
+        ("selection.block_cols=48", r"step.selection: block_cols=48 must be a power of two"),
+        ("selection.precision=fp8", "must be one of 'highest', 'tf32', 'bf16'"),
         ("selection.rule=best", "must be one of 'jest', 'greedy'"),
         ("selection.filter_ratio=1.5", r"must be in \[0, 1\)"),
         ("distill.loss=cosine", "must be one of"),

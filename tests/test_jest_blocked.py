@@ -80,3 +80,24 @@ def test_bad_arguments_are_rejected():
     bad = Embedded(learner.zimg.at[0, 0].set(jnp.nan), learner.ztxt, learner.t, learner.b)
     with pytest.raises(ValueError, match="learner embeddings, t and b must be finite"):
         joint_select_blocked(key, bad, reference, "learnability", 4, 2)
+
+
+def test_precision_is_one_for_both_paths_and_bf16_stays_within_its_bound():
+    rng, key = np.random.default_rng(0), jax.random.key(0)
+    learner, reference = embedded(rng, 64, 32, 10.0, -5.0), embedded(rng, 64, 35, 10.0, -10.0)
+    scores = {}
+    for precision in ("highest", "tf32", "bf16"):
+        block = BlockSizes(32, 16, precision)
+        scores[precision] = np.asarray(
+            score_matrix(learner, reference, "learnability", block=block)
+        )
+        dense = joint_select(key, jnp.asarray(scores[precision]), 16, 4)
+        blocked = joint_select_blocked(key, learner, reference, "learnability", 16, 4, block=block)
+        np.testing.assert_array_equal(blocked, dense)
+    if jax.default_backend() == "cpu":  # XLA:CPU has no TF32: its default f32 product is f32
+        np.testing.assert_array_equal(scores["tf32"], scores["highest"])
+    # Rounding unit vectors to bf16 (8 fraction bits) moves each <zimg, ztxt> by at most
+    # 2 * 2**-9 (+ f32 rounding); a pair loss is 1-Lipschitz in its logit t * <.,.> + b, so
+    # a learnability score moves by at most 2**-8 * (t_learner + t_reference).
+    error = np.abs(scores["bf16"] - scores["highest"]).max()
+    assert 0 < error <= 2**-8 * (10.0 + 10.0) * 1.01

@@ -14,6 +14,7 @@ from aced.kernels import (
     fixed_point_bits,
     fixed_point_split,
     fixed_point_sum,
+    resolve_interpret,
     tiled_pair_score_diagonal,
     tiled_pair_scores,
 )
@@ -136,6 +137,7 @@ def test_fixed_point_split_is_exact(values, count):
         (dict(block_rows=8, block_cols=8), "block_rows=8 must be a power of two >= 16"),
         (dict(block_cols=48), "block_cols=48 must be a power of two"),
         (dict(block_rows=16, block_cols=32), "block_rows=16 must be a multiple of block_cols=32"),
+        (dict(precision="fp8"), "precision='fp8' must be one of"),
     ],
 )
 def test_block_sizes_are_checked(kwargs, message):
@@ -155,6 +157,18 @@ def test_bad_arguments_are_rejected():
     if jax.default_backend() == "cpu":
         with pytest.raises(ValueError, match="interpret=True"):
             blocked_pair_score_sums(score_views, combine, chunk, interpret=False)
+
+
+def test_interpret_is_automatic_and_overridable():
+    on_cpu = jax.default_backend() == "cpu"
+    assert resolve_interpret(None) is on_cpu  # the interpreter on CPU, compiled elsewhere
+    assert resolve_interpret(True) is True and resolve_interpret(False) is False
+    score_views, combine = views(models(0, 40, 3, 5, 10.0, -10.0), "learnability")
+    chunk = jnp.arange(0, 40, 3, dtype=jnp.int32)
+    auto = blocked_pair_score_sums(score_views, combine, chunk)
+    chosen = blocked_pair_score_sums(score_views, combine, chunk, interpret=on_cpu)
+    for x, y in zip(auto, chosen, strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("sign", ["positive", "negative", "mixed"])

@@ -6,8 +6,13 @@ dense path; `fixed_point`: the order-free sums that make both agree.
 """
 
 from aced.kernels.fixed_point import fixed_point_bits, fixed_point_split, fixed_point_sum
-from aced.kernels.pair_scores import blocked_pair_score_sums, blocked_pair_score_sums_reference
+from aced.kernels.pair_scores import (
+    blocked_pair_score_sums,
+    blocked_pair_score_sums_reference,
+    resolve_interpret,
+)
 from aced.kernels.tiling import (
+    PRECISIONS,
     BlockSizes,
     Combine,
     pair_losses_tile,
@@ -16,10 +21,12 @@ from aced.kernels.tiling import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "BlockSizes",
     "Combine",
     "blocked_pair_score_sums",
     "blocked_pair_score_sums_reference",
+    "resolve_interpret",
     "fixed_point_bits",
     "fixed_point_split",
     "fixed_point_sum",

@@ -45,6 +45,7 @@ def _sums_kernel(
     block_cols: int,
     n_col_tiles: int,
     frac_bits: int,
+    precision: str,
 ):
     """One row tile: loop over the chunk's column tiles, accumulate int32 sums.
 
@@ -70,9 +71,13 @@ def _sums_kernel(
         for m in range(n_views):
             zimg_chunk, ztxt_chunk = chunk_refs[2 * m][cols, :], chunk_refs[2 * m + 1][cols, :]
             # S[k, q]: image k (row) against text q (chunk).
-            losses_row.append(pair_losses_tile(rows[m][0], ztxt_chunk, *temps[m], row_ids, col_ids))
+            losses_row.append(
+                pair_losses_tile(rows[m][0], ztxt_chunk, *temps[m], row_ids, col_ids, precision)
+            )
             # S[q, k]: image q (chunk) against text k (row), as <ztxt_k, zimg_q>.
-            losses_col.append(pair_losses_tile(rows[m][1], zimg_chunk, *temps[m], row_ids, col_ids))
+            losses_col.append(
+                pair_losses_tile(rows[m][1], zimg_chunk, *temps[m], row_ids, col_ids, precision)
+            )
         s_row = combine(*losses_row)  # (block_rows, block_cols)
         s_col = combine(*losses_col)
         parts = (
@@ -131,6 +136,7 @@ def _pair_score_sums(
         block_cols=block_cols,
         n_col_tiles=n_col_tiles,
         frac_bits=frac_bits,
+        precision=block.precision,
     )
     on_gpu = not interpret and jax.default_backend() == "gpu"
     row_hi, row_lo, col_hi, col_lo = pl.pallas_call(
@@ -151,6 +157,12 @@ def _pair_score_sums(
     return row_sums, col_sums
 
 
+def resolve_interpret(interpret: bool | None) -> bool:
+    """``interpret`` as given, or for ``None`` (auto): the Pallas interpreter on CPU,
+    the compiled kernel on an accelerator (GPU, TPU)."""
+    return jax.default_backend() == "cpu" if interpret is None else interpret
+
+
 @jaxtyped(typechecker=typechecker)
 def blocked_pair_score_sums(
     views: tuple[Embedded, ...],
@@ -158,7 +170,7 @@ def blocked_pair_score_sums(
     chunk: Int[Array, " c"],
     *,
     block: BlockSizes | None = None,
-    interpret: bool = True,
+    interpret: bool | None = None,
 ) -> tuple[Float[Array, " B"], Float[Array, " B"]]:
     """Row and column sums of the pair scores over a chunk, never forming B x B.
 
@@ -170,9 +182,10 @@ def blocked_pair_score_sums(
     - `combine`: per-pair losses of each view -> pair scores, elementwise
       (e.g. ``aced.selection.PAIR_SCORES["learnability"].combine``); static.
     - `chunk`: global indices q of the chunk's examples, in [0, B).
-    - `block`: tile sizes (default `BlockSizes()`).
-    - `interpret`: run the kernel in the Pallas interpreter; the only mode on
-      CPU. ``False`` compiles it (Triton on GPU).
+    - `block`: tile sizes and the products' precision (default `BlockSizes()`).
+    - `interpret`: run the kernel in the Pallas interpreter (the only mode on
+      CPU); ``False`` compiles it (Triton on GPU); ``None`` (the default):
+      `resolve_interpret`, the interpreter on CPU and compiled elsewhere.
 
     **Returns:** ``(row_sums, col_sums)``, each (B,): ``row_sums[k] = sum_{q in
     chunk} S[k, q]`` and ``col_sums[k] = sum_{q in chunk} S[q, k]``, summed
@@ -180,6 +193,7 @@ def blocked_pair_score_sums(
     """
     check_views(*views, names=tuple(f"view {i}" for i in range(len(views))))
     n = views[0].zimg.shape[0]
+    interpret = resolve_interpret(interpret)
     if not interpret and jax.default_backend() == "cpu":
         raise ValueError("interpret=False needs a GPU; on CPU pass interpret=True")
     if not isinstance(chunk, jax.core.Tracer):

@@ -12,6 +12,7 @@ tile: then the blocked and the dense selection agree bit for bit.
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,8 @@ from aced.types import Embedded
 
 # Per-pair losses of each view a score reads, in order -> the pair scores.
 Combine = Callable[..., Array]
+Precision = Literal["highest", "tf32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("highest", "tf32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,11 @@ class BlockSizes:
 
     - `block_rows`: super-batch rows per grid step.
     - `block_cols`: chunk columns per inner-loop step.
+    - `precision`: of every tile's products. ``"highest"``: f32 throughout
+      (the default); ``"tf32"``: XLA's default f32 precision, TF32 tensor
+      cores on NVIDIA GPUs and f32 on CPU; ``"bf16"``: embeddings rounded to
+      bfloat16, products accumulated in f32 (on any device). The dense path
+      with the same `BlockSizes` uses the same products.
 
     Both must be powers of two >= 16 (Triton's rule for block shapes), and
     `block_rows` a multiple of `block_cols`. The defaults suit interpret mode
@@ -44,9 +52,12 @@ class BlockSizes:
 
     block_rows: int = 512
     block_cols: int = 64
+    precision: str = "highest"  # one of PRECISIONS, checked below with a clear message
 
     def __post_init__(self):
         block_rows, block_cols = self.block_rows, self.block_cols
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if block_rows < 16 or block_rows & (block_rows - 1):
             raise ValueError(f"{block_rows=} must be a power of two >= 16")
         if block_cols < 16 or block_cols & (block_cols - 1):
@@ -55,13 +66,18 @@ class BlockSizes:
             raise ValueError(f"{block_rows=} must be a multiple of {block_cols=}")
 
 
-def dot_nt(x: Float[Array, "m D"], y: Float[Array, "n D"]) -> Float[Array, "m n"]:
-    """``x @ y.T`` as one ``dot_general``: (m, D) . (D, n) -> (m, n), f32 accumulation."""
+def dot_nt(
+    x: Float[Array, "m D"], y: Float[Array, "n D"], precision: Precision = "highest"
+) -> Float[Array, "m n"]:
+    """``x @ y.T`` as one ``dot_general``: (m, D) . (D, n) -> (m, n), f32 accumulation,
+    at `precision` (see `BlockSizes`)."""
+    if precision == "bf16":
+        x, y = x.astype(jnp.bfloat16), y.astype(jnp.bfloat16)
     return jax.lax.dot_general(
         x,
         y,
         (((1,), (1,)), ((), ())),
-        precision=jax.lax.Precision.HIGHEST,
+        precision=jax.lax.Precision.DEFAULT if precision == "tf32" else jax.lax.Precision.HIGHEST,
         preferred_element_type=jnp.float32,
     )
 
@@ -73,6 +89,7 @@ def pair_losses_tile(
     b: Float[Array, ""],
     row_ids: Int[Array, " m"],
     col_ids: Int[Array, " n"],
+    precision: Precision = "highest",
 ) -> Float[Array, "m n"]:
     """SigLIP pair losses of one tile, the same formula as `sigmoid_pair_losses`.
 
@@ -80,7 +97,7 @@ def pair_losses_tile(
     col_ids[q]``. ``<zimg_q, ztxt_k>`` may also be computed as ``ztxt`` rows
     against ``zimg`` columns: XLA's products are symmetric in their operands.
     """
-    logits = t * dot_nt(zimg_rows, ztxt_cols) + b
+    logits = t * dot_nt(zimg_rows, ztxt_cols, precision) + b
     labels = jnp.where(row_ids[:, None] == col_ids[None, :], 1.0, -1.0).astype(jnp.float32)
     return -jax.nn.log_sigmoid(labels * logits)
 
@@ -109,9 +126,9 @@ def _tiled(views: tuple[Embedded, ...], size: int, block: BlockSizes) -> tuple:
     return tiles, row_ids, col_ids
 
 
-def _tile_scores(tiles, combine: Combine, i, j, row_ids, col_ids) -> Array:
+def _tile_scores(tiles, combine: Combine, i, j, row_ids, col_ids, precision) -> Array:
     losses = [
-        pair_losses_tile(rows[i], cols[j], t, b, row_ids[i], col_ids[j])
+        pair_losses_tile(rows[i], cols[j], t, b, row_ids[i], col_ids[j], precision)
         for rows, cols, t, b in tiles
     ]
     return combine(*losses)  # (block_rows, block_cols)
@@ -127,7 +144,7 @@ def tiled_pair_scores(
 
     def row_tile(i):
         def col_tile(j):
-            return _tile_scores(tiles, combine, i, j, row_ids, col_ids)
+            return _tile_scores(tiles, combine, i, j, row_ids, col_ids, block.precision)
 
         strip = jax.lax.map(col_tile, jnp.arange(col_ids.shape[0]))  # (nc, br, bc)
         return strip.transpose(1, 0, 2).reshape(block.block_rows, -1)
@@ -157,7 +174,7 @@ def tiled_pair_score_diagonal(
 
     def tile(ij):
         i, s = ij // n_sub, ij % n_sub
-        scores = _tile_scores(tiles, combine, i, i * n_sub + s, row_ids, col_ids)
+        scores = _tile_scores(tiles, combine, i, i * n_sub + s, row_ids, col_ids, block.precision)
         return scores[s * block_cols + diag, diag]  # entries (k, k) of this tile
 
     return jax.lax.map(tile, jnp.arange(row_ids.shape[0] * n_sub)).reshape(-1)[:size]

@@ -12,7 +12,12 @@ import jax
 from beartype import beartype as typechecker
 from jaxtyping import Array, Int, PRNGKeyArray, jaxtyped
 
-from aced.kernels import BlockSizes, blocked_pair_score_sums, tiled_pair_score_diagonal
+from aced.kernels import (
+    BlockSizes,
+    blocked_pair_score_sums,
+    resolve_interpret,
+    tiled_pair_score_diagonal,
+)
 from aced.selection.jest import (
     ChunkSums,
     SelectionRule,
@@ -33,7 +38,9 @@ def _joint_select_blocked(key, views, combine, n_select, n_chunks, block, interp
     return select_chunks(key, diagonal, chunk_sums, n_select, n_chunks, rule)
 
 
-def blocked_terms(views, combine, block: BlockSizes, interpret: bool) -> tuple[Array, ChunkSums]:
+def blocked_terms(
+    views, combine, block: BlockSizes, interpret: bool | None
+) -> tuple[Array, ChunkSums]:
     """The diagonal and the `ChunkSums` that `select_chunks` reads, from the kernel:
     a `PairScore`'s `views` of the two models and its `combine`."""
     diagonal = tiled_pair_score_diagonal(views, combine, block)
@@ -54,7 +61,7 @@ def joint_select_blocked(
     n_chunks: int,
     *,
     block: BlockSizes | None = None,
-    interpret: bool = True,
+    interpret: bool | None = None,
     rule: "str | SelectionRule" = "jest",
 ) -> Int[Array, " k"]:
     """JEST joint example selection without the (B, B) score matrix.
@@ -66,9 +73,10 @@ def joint_select_blocked(
       embeddings and temperature/bias must be finite (a ValueError eagerly, an
       `eqx.error_if` failure under `jit`).
     - `score`: a name of `aced.selection.PAIR_SCORES` or a `PairScore`.
-    - `block`: kernel tile sizes (default `BlockSizes()`).
+    - `block`: kernel tile sizes and product precision (default `BlockSizes()`).
     - `interpret`: run the kernel in the Pallas interpreter (the only mode on
-      CPU); ``False`` compiles it for the GPU.
+      CPU); ``False`` compiles it for the GPU; ``None`` (the default): the
+      interpreter on CPU, compiled elsewhere (`aced.kernels.resolve_interpret`).
 
     **Returns:** the same indices as ``joint_select(key, score_matrix(learner,
     reference, score, block=block), n_select, n_chunks, rule=rule)``: both
@@ -84,6 +92,7 @@ def joint_select_blocked(
     reference = jax.tree.map(lambda x: check_finite(x, "reference embeddings, t and b"), reference)
     block = BlockSizes() if block is None else block
     views = entry.views(learner, reference)
+    interpret = resolve_interpret(interpret)
     return _joint_select_blocked(
         key, views, entry.combine, n_select, n_chunks, block, interpret, rule
     )

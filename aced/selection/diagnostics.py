@@ -38,14 +38,14 @@ def selection_terms(
     *,
     blocked: bool,
     block: BlockSizes | None = None,
-    interpret: bool = True,
+    interpret: bool | None = None,
 ) -> tuple[Float[Array, " B"], ChunkSums]:
     """The diagonal ``S_kk`` and the `ChunkSums` that the selection read (dense or blocked)."""
     entry = pair_score(score)
+    block = BlockSizes() if block is None else block
     if blocked:
-        block = BlockSizes() if block is None else block
         return blocked_terms(entry.views(learner, reference), entry.combine, block, interpret)
-    return dense_terms(score_matrix(learner, reference, entry), n_select, n_chunks)
+    return dense_terms(score_matrix(learner, reference, entry, block=block), n_select, n_chunks)
 
 
 def chunk_supports(

@@ -56,12 +56,12 @@ def select_indices(
             score,
             n_select,
             sel.n_chunks,
+            block=sel.block_sizes(),
             interpret=sel.interpret,
             rule=rule,
         )
-    return joint_select(
-        key, score_matrix(learner, reference, score), n_select, sel.n_chunks, rule=rule
-    )
+    matrix = score_matrix(learner, reference, score, block=sel.block_sizes())
+    return joint_select(key, matrix, n_select, sel.n_chunks, rule=rule)
 
 
 def _fields(view: Embedded) -> tuple[Array, Array, Array, Array]:

@@ -83,6 +83,7 @@ def _supports(learner: Embedded, reference: Embedded, idx, config: StepConfig):
             n_select,
             sel.n_chunks,
             blocked=sel.implementation_for(learner.zimg.shape[0]) == "blocked",
+            block=sel.block_sizes(),
             interpret=sel.interpret,
         )
     return chunk_supports(diagonal, sums, idx, sel.n_chunks, rule)

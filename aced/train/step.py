@@ -67,6 +67,7 @@ def step_flops(
         projection=kd is not None
         and kd.needs_projection
         and learner.embed_dim != reference.embed_dim,
+        block=sel.block_sizes(),
     )
 
 

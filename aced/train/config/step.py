@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from aced.kernels import BlockSizes
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
@@ -64,8 +65,24 @@ class SelectionConfig:
         default="auto",
     )
     blocked_threshold: int = help_field("auto switches to blocked above this B", default=8192)
-    interpret: bool = help_field(
-        "run the Pallas kernel in interpret mode (required on CPU)", default=True
+    interpret: bool | None = help_field(
+        "the Pallas kernel in the interpreter (true; the only mode on CPU), compiled "
+        "(false: GPU / TPU), or none: the interpreter on CPU, compiled elsewhere",
+        default=None,
+    )
+    block_rows: int = help_field(
+        "rows of the pair-score tiles (a power of two >= 16 and a multiple of block_cols): "
+        "the kernel's grid step; the dense path computes on the same tiles",
+        default=512,
+    )
+    block_cols: int = help_field(
+        "columns of the pair-score tiles (a power of two >= 16): the kernel's inner step",
+        default=64,
+    )
+    precision: Literal["highest", "tf32", "bf16"] = help_field(
+        "precision of the pair-score products: highest (f32), tf32 (XLA's default: TF32 on "
+        "NVIDIA GPUs, f32 on CPU) or bf16 (bfloat16 inputs, f32 accumulation)",
+        default="highest",
     )
     score_image_size: int = help_field(
         "Flexi scoring (FlexiJEST): the learner scores the super-batch with its images "
@@ -82,6 +99,14 @@ class SelectionConfig:
             raise ValueError(f"score_image_size={self.score_image_size} must be >= 0 (0: off)")
         if self.n_chunks < 1:
             raise ValueError(f"n_chunks={self.n_chunks} must be >= 1")
+        try:
+            self.block_sizes()
+        except ValueError as e:
+            raise ValueError(f"step.selection: {e}") from None
+
+    def block_sizes(self) -> BlockSizes:
+        """The pair-score tiles (and their products' precision) both selection paths use."""
+        return BlockSizes(self.block_rows, self.block_cols, self.precision)
 
     def implementation_for(self, n: int) -> str:
         """``dense`` or ``blocked``: how a joint selection over n examples runs."""
