@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import equinox as eqx
@@ -40,6 +41,7 @@ from aced.train.checkpoint import (
     save_model,
 )
 from aced.train.checkpoint import save as saving
+from aced.train.checkpoint.layout import discard
 from aced.train.config import preset
 from aced.train.state import init_train_state
 
@@ -260,6 +262,24 @@ def test_a_real_full_disk_leaves_the_previous_checkpoint_intact(small_disk, temp
     assert listing(small_disk) == ["2"]
     restored, _ = restore_checkpoint(small_disk, template)
     assert_same_state(restored, states[2])
+
+
+def test_a_failed_step_stays_removed_while_a_writer_thread_finishes(tmp_path):
+    """orbax raises when one writer thread fails; another may still re-create files in the
+    step's directory (as tensorstore does, parents included) after aced removed it."""
+    partial = tmp_path / "2.partial"
+    (partial / "state").mkdir(parents=True)
+
+    def late_writer():
+        time.sleep(0.1)
+        (partial / "state" / "d").mkdir(parents=True, exist_ok=True)
+        (partial / "state" / "d" / "chunk").write_bytes(b"late")
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    discard(partial)
+    writer.join()
+    assert not partial.exists()
 
 
 def _array_files(step_dir: pathlib.Path) -> list[pathlib.Path]:

@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import shutil
+import time
 import zlib
 from typing import Any
 
@@ -91,6 +92,25 @@ def remove(path: pathlib.Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def discard(partial: pathlib.Path, settle: float = 0.3, timeout: float = 30.0) -> None:
+    """Remove a failed step's directory for good.
+
+    When a write fails, orbax raises as soon as one of its writer threads fails;
+    the others may still be finishing, and tensorstore re-creates the
+    directories it writes into. So remove, then check that the directory stays
+    gone for `settle` seconds, until `timeout` (what is left then, the next
+    `open_checkpoints` removes).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        remove(partial)
+        gone_since = time.monotonic()
+        while not partial.exists() and time.monotonic() - gone_since < settle:
+            time.sleep(0.05)
+        if not partial.exists():
+            return
 
 
 def sync(name: str) -> None:

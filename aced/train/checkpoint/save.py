@@ -20,6 +20,7 @@ from aced.train.checkpoint.layout import (
     Checkpoints,
     array_crc,
     complete_steps,
+    discard,
     file_list,
     first_line,
     fsync_dir,
@@ -125,7 +126,7 @@ def save_checkpoint(checkpoints: Checkpoints, state: TrainState, meta: dict[str,
         sync(f"aced:save:{step}:done")
     except Exception as error:
         if primary:
-            remove(partial)
+            discard(partial)
         kept = [s for s in complete_steps(directory) if s != step]
         previous = (
             f"the previous checkpoint (step {max(kept)}) is intact"
@@ -143,7 +144,7 @@ def save_checkpoint(checkpoints: Checkpoints, state: TrainState, meta: dict[str,
         ) from error
     except BaseException:  # KeyboardInterrupt: leave no partial step behind either
         if primary:
-            remove(partial)
+            discard(partial)
         raise
     if primary:
         _drop_old_steps(checkpoints, step)
