@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from beartype import beartype as typechecker
-from jaxtyping import Array, Float, PRNGKeyArray, jaxtyped
+from jaxtyping import Array, Bool, Float, PRNGKeyArray, jaxtyped
 
 
 class Linear(eqx.Module):
@@ -89,7 +89,11 @@ class MultiheadAttention(eqx.Module):
 
     @jaxtyped(typechecker=typechecker)
     def __call__(
-        self, queries: Float[Array, "Q W"], inputs: Float[Array, "T W"] | None = None
+        self,
+        queries: Float[Array, "Q W"],
+        inputs: Float[Array, "T W"] | None = None,
+        *,
+        mask: Bool[Array, "Q T"] | None = None,
     ) -> Float[Array, "Q W"]:
         """Attend from `queries` (Q tokens) over `inputs` (T tokens).
 
@@ -99,6 +103,8 @@ class MultiheadAttention(eqx.Module):
         - `inputs`: the sequence attended over, (T, W); None for self-attention
           over `queries` (the same result as passing `queries` twice, with q, k
           and v from one (W, 3W) product).
+        - `mask`: which inputs each query may attend to (e.g. causal, for a
+          decoder); None: all. Every query must see at least one input.
 
         **Returns:** the attended sequence, (Q, W).
         """
@@ -122,6 +128,8 @@ class MultiheadAttention(eqx.Module):
         q, k, v = (_split_heads(x, heads) for x in (q, k, v))
         # (h, Q, d) . (h, T, d) -> (h, Q, T)
         logits = jnp.einsum("hqd,hkd->hqk", q, k) * (head_dim**-0.5)
+        if mask is not None:
+            logits = jnp.where(mask[None], logits, jnp.finfo(logits.dtype).min)
         weights = jax.nn.softmax(logits, axis=-1)
         # (h, Q, T) . (h, T, d) -> (h, Q, d)
         attended = jnp.einsum("hqk,hkd->hqd", weights, v)

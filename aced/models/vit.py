@@ -228,8 +228,8 @@ class ViT(eqx.Module):
 
     @jaxtyped(typechecker=typechecker)
     def __call__(
-        self, image: Float[Array, "H W C"], *, flexi: bool = False
-    ) -> Float[Array, " W_out"]:
+        self, image: Float[Array, "H W C"], *, flexi: bool = False, tokens: bool = False
+    ) -> Float[Array, " W_out"] | Float[Array, "P D"]:
         """Embed one image.
 
         **Arguments:**
@@ -240,8 +240,12 @@ class ViT(eqx.Module):
           patch size: the position embeddings are resampled to its patch grid
           (`resample_posemb`; sin-cos ones are computed for it), as FlexiViT
           does. Cheap scoring (``step.selection.score_image_size``) uses it.
+        - `tokens`: return the patch tokens after the final LayerNorm, (P,
+          width), before pooling: what a decoder cross-attends to
+          (`aced.models.decoder`).
 
-        **Returns:** the (un-normalised) image vector, (out_dim or width,).
+        **Returns:** the (un-normalised) image vector, (out_dim or width,); or
+        with `tokens`, the patch tokens.
         """
         c = self.config
         expected = (c.image_size, c.image_size, c.channels)
@@ -265,6 +269,8 @@ class ViT(eqx.Module):
             x = x + resample_posemb(self.pos_embedding, grid)
         x = apply_blocks(self.blocks, x, scan_layers=c.scan_layers)
         x = jax.vmap(self.norm)(x)
+        if tokens:
+            return x
         pooled = x.mean(axis=0) if self.map_head is None else self.map_head(x)
         if self.head is None:
             return pooled

@@ -1,0 +1,163 @@
+"""LiT-Decoder's text decoder: an autoregressive transformer over a frozen image encoder.
+
+A small pre-LN decoder, single-example like the towers: each block is causal
+self-attention, cross-attention to the encoder's patch tokens (``ViT(image,
+tokens=True)``, projected to the decoder's width once), then an MLP. Trained by
+teacher forcing (`teacher_forcing_loss`: the target shifted right behind a
+begin token, cross-entropy on every real target token); decoded greedily to a
+fixed length (`greedy_decode`, jit-compatible, stopping each sequence at its
+end token).
+"""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from beartype import beartype as typechecker
+from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
+
+from aced.models.transformer import Linear, Mlp, MultiheadAttention, linear
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DecoderConfig:
+    """Shape of a `TextDecoder`.
+
+    - `vocab_size`, `max_len`: output vocabulary and longest sequence.
+    - `width`, `depth`, `mlp_dim`, `num_heads`: transformer shape.
+    - `encoder_width`: width of the encoder's tokens (the ViT's ``width``).
+    - `bos_id`, `eos_id`, `pad_id`: begin, end and padding tokens.
+    """
+
+    vocab_size: int
+    max_len: int
+    width: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    encoder_width: int
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = 0
+    layernorm_eps: float = 1e-6
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "width", "depth", "mlp_dim", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DecoderConfig.{name}={getattr(self, name)} must be >= 1")
+        ids = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
+        for name, value in ids.items():
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"DecoderConfig.{name}={value} outside the vocabulary")
+        if len(set(ids.values())) < 3:
+            raise ValueError(f"DecoderConfig: bos, eos and pad ids must differ, got {ids}")
+
+
+class DecoderBlock(eqx.Module):
+    """``x + SelfAttn(LN(x), causal)``, ``x + CrossAttn(LN(x), memory)``, ``x + MLP(LN(x))``."""
+
+    norm1: eqx.nn.LayerNorm
+    self_attention: MultiheadAttention
+    norm2: eqx.nn.LayerNorm
+    cross_attention: MultiheadAttention
+    norm3: eqx.nn.LayerNorm
+    mlp: Mlp
+
+    def __init__(self, width: int, mlp_dim: int, num_heads: int, eps: float, *, key: PRNGKeyArray):
+        skey, ckey, mkey = jax.random.split(key, 3)
+        self.norm1, self.norm2, self.norm3 = (eqx.nn.LayerNorm(width, eps=eps) for _ in range(3))
+        self.self_attention = MultiheadAttention(width, num_heads, key=skey)
+        self.cross_attention = MultiheadAttention(width, num_heads, key=ckey)
+        self.mlp = Mlp(width, mlp_dim, key=mkey)
+
+    @jaxtyped(typechecker=typechecker)
+    def __call__(self, x: Float[Array, "L W"], memory: Float[Array, "P W"]) -> Float[Array, "L W"]:
+        causal = jnp.tril(jnp.ones((x.shape[0], x.shape[0]), bool))
+        x = x + self.self_attention(jax.vmap(self.norm1)(x), mask=causal)
+        x = x + self.cross_attention(jax.vmap(self.norm2)(x), memory)
+        return x + self.mlp(jax.vmap(self.norm3)(x))
+
+
+class TextDecoder(eqx.Module):
+    """Next-token logits of a token sequence, conditioned on an image's patch tokens."""
+
+    token_embedding: Float[Array, "V W"]
+    pos_embedding: Float[Array, "L W"]
+    memory_proj: Linear
+    blocks: tuple[DecoderBlock, ...]
+    norm: eqx.nn.LayerNorm
+    head: Linear
+    config: DecoderConfig = eqx.field(static=True)
+
+    def __init__(self, config: DecoderConfig, *, key: PRNGKeyArray):
+        c = config
+        tkey, pkey, mkey, hkey, *bkeys = jax.random.split(key, 4 + c.depth)
+        self.token_embedding = 0.02 * jax.random.normal(tkey, (c.vocab_size, c.width))
+        self.pos_embedding = 0.02 * jax.random.normal(pkey, (c.max_len, c.width))
+        self.memory_proj = linear(c.encoder_width, c.width, key=mkey, weight_init="xavier")
+        self.blocks = tuple(
+            DecoderBlock(c.width, c.mlp_dim, c.num_heads, c.layernorm_eps, key=k) for k in bkeys
+        )
+        self.norm = eqx.nn.LayerNorm(c.width, eps=c.layernorm_eps)
+        self.head = linear(c.width, c.vocab_size, key=hkey, weight_init="xavier")
+        self.config = config
+
+    @jaxtyped(typechecker=typechecker)
+    def __call__(
+        self, tokens: Int[Array, " L"], memory: Float[Array, "P E"]
+    ) -> Float[Array, "L V"]:
+        """Logits of the next token at every position of `tokens` (L <= max_len), given the
+        encoder's tokens `memory` (P, encoder_width)."""
+        if tokens.shape[0] > self.config.max_len:
+            raise ValueError(f"{tokens.shape[0]} tokens exceed max_len={self.config.max_len}")
+        x = self.token_embedding[tokens] + self.pos_embedding[: tokens.shape[0]]
+        memory = self.memory_proj(memory)
+        for block in self.blocks:
+            x = block(x, memory)
+        return self.head(jax.vmap(self.norm)(x))
+
+
+def shift_right(target: Int[Array, " L"], bos_id: int) -> Int[Array, " L"]:
+    """The decoder's input for `target`: begin token, then the target without its last token."""
+    return jnp.concatenate([jnp.array([bos_id], target.dtype), target[:-1]])
+
+
+@jaxtyped(typechecker=typechecker)
+def teacher_forcing_loss(
+    decoder: TextDecoder, target: Int[Array, " L"], memory: Float[Array, "P E"]
+) -> Float[Array, ""]:
+    """Mean cross-entropy of the target's tokens (padding excluded) under teacher forcing.
+
+    `target`: the caption or answer, ending with ``eos_id``, padded with ``pad_id``.
+    """
+    c = decoder.config
+    logits = decoder(shift_right(target, c.bos_id), memory)
+    losses = -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None], axis=1)[:, 0]
+    real = (target != c.pad_id).astype(losses.dtype)
+    return (losses * real).sum() / jnp.maximum(real.sum(), 1.0)
+
+
+@jaxtyped(typechecker=typechecker)
+def greedy_decode(
+    decoder: TextDecoder, memory: Float[Array, "P E"], length: int | None = None
+) -> Int[Array, " L"]:
+    """The most likely token at each step, to a fixed `length` (default ``max_len``).
+
+    Each step reruns the decoder on the tokens so far (the later positions hold
+    padding, which the causal mask hides). After the end token every position
+    is ``pad_id``. Jit-compatible: a ``fori_loop`` of fixed length.
+    """
+    c = decoder.config
+    length = c.max_len if length is None else length
+    start = jnp.full((length,), c.pad_id, jnp.int32)
+
+    def step(t, carry):
+        out, done = carry
+        inputs = jnp.concatenate([jnp.array([c.bos_id], jnp.int32), out[:-1]])
+        token = jnp.argmax(decoder(inputs, memory)[t]).astype(jnp.int32)
+        token = jnp.where(done, c.pad_id, token)
+        return out.at[t].set(token), done | (token == c.eos_id)
+
+    out, _ = jax.lax.fori_loop(0, length, step, (start, jnp.array(False)))
+    return out
