@@ -12,6 +12,7 @@ from aced.models import ViT, ViTConfig
 from aced.models.decoder import (
     DecoderConfig,
     TextDecoder,
+    beam_search,
     greedy_decode,
     shift_right,
     teacher_forcing_loss,
@@ -131,3 +132,34 @@ def test_bad_config_is_named(fields, message):
                 encoder_width=8)  # fmt: skip
     with pytest.raises(ValueError, match=message):
         DecoderConfig(**(base | fields))
+
+
+def sequence_log_prob(decoder, mem, seq) -> float:
+    """Summed log-probability up to and including the first end token; -inf if anything but
+    padding follows it."""
+    c = decoder.config
+    logits = np.asarray(decoder(shift_right(jnp.asarray(seq), c.bos_id), mem), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    total = 0.0
+    for t, token in enumerate(seq):
+        total += log_p[t, token]
+        if token == c.eos_id:
+            return total if all(x == c.pad_id for x in seq[t + 1 :]) else -np.inf
+    return total
+
+
+def test_beam_search_is_greedy_at_width_one_and_exhaustive_at_full_width():
+    import itertools
+
+    small = DecoderConfig(vocab_size=5, max_len=3, width=16, depth=1, mlp_dim=32, num_heads=2,
+                          encoder_width=8)  # fmt: skip
+    decoder = TextDecoder(small, key=jax.random.key(9))  # a case where greedy is not the best
+    decoder = eqx.tree_at(lambda d: d.head.bias, decoder, decoder.head.bias.at[2].add(1.0))
+    mem = memory(5)
+    np.testing.assert_array_equal(beam_search(decoder, mem, 1), greedy_decode(decoder, mem))
+    best = max(
+        itertools.product(range(5), repeat=3), key=lambda s: sequence_log_prob(decoder, mem, s)
+    )
+    got = jax.jit(beam_search, static_argnums=2)(decoder, mem, 5**2)
+    assert tuple(np.asarray(got).tolist()) == best
+    assert tuple(np.asarray(greedy_decode(decoder, mem)).tolist()) != best

@@ -4,9 +4,9 @@ A small pre-LN decoder, single-example like the towers: each block is causal
 self-attention, cross-attention to the encoder's patch tokens (``ViT(image,
 tokens=True)``, projected to the decoder's width once), then an MLP. Trained by
 teacher forcing (`teacher_forcing_loss`: the target shifted right behind a
-begin token, cross-entropy on every real target token); decoded greedily to a
-fixed length (`greedy_decode`, jit-compatible, stopping each sequence at its
-end token).
+begin token, cross-entropy on every real target token); decoded to a fixed
+length, greedily (`greedy_decode`) or by beam search (`beam_search`), both
+jit-compatible and ending each sequence at its end token.
 """
 
 import dataclasses
@@ -161,3 +161,40 @@ def greedy_decode(
 
     out, _ = jax.lax.fori_loop(0, length, step, (start, jnp.array(False)))
     return out
+
+
+@jaxtyped(typechecker=typechecker)
+def beam_search(
+    decoder: TextDecoder, memory: Float[Array, "P E"], beam: int, length: int | None = None
+) -> Int[Array, " L"]:
+    """The sequence of highest total log-probability that a `beam`-wide search finds.
+
+    Fixed `length` (default ``max_len``); a beam that has emitted ``eos_id`` is
+    finished: it continues with ``pad_id`` at no cost, so finished and open
+    beams compete on their summed log-probabilities (no length normalisation).
+    ``beam=1`` is `greedy_decode`; a beam of ``vocab_size ** (length - 1)`` is
+    exhaustive. Jit-compatible.
+    """
+    c = decoder.config
+    length = c.max_len if length is None else length
+    if beam < 1:
+        raise ValueError(f"beam={beam} must be >= 1")
+    vocab = c.vocab_size
+    seqs = jnp.full((beam, length), c.pad_id, jnp.int32)
+    scores = jnp.full((beam,), -jnp.inf).at[0].set(0.0)
+    only_pad = jnp.full((vocab,), -jnp.inf).at[c.pad_id].set(0.0)
+
+    def step(t, carry):
+        seqs, scores, done = carry
+        inputs = jnp.concatenate([jnp.full((beam, 1), c.bos_id, jnp.int32), seqs[:, :-1]], 1)
+        logp = jax.vmap(lambda x: jax.nn.log_softmax(decoder(x, memory)[t]))(inputs)
+        logp = jnp.where(done[:, None], only_pad[None], logp)
+        total = (scores[:, None] + logp).reshape(-1)  # (beam * V)
+        best, flat = jax.lax.top_k(total, beam)
+        parent, token = flat // vocab, (flat % vocab).astype(jnp.int32)
+        seqs = seqs[parent].at[:, t].set(token)
+        return seqs, best, done[parent] | (token == c.eos_id)
+
+    done = jnp.zeros((beam,), bool)
+    seqs, scores, _ = jax.lax.fori_loop(0, length, step, (seqs, scores, done))
+    return seqs[jnp.argmax(scores)]
