@@ -30,6 +30,11 @@ def decoder():
     return TextDecoder(CONFIG, key=jax.random.key(0))
 
 
+@eqx.filter_jit
+def logits(decoder, tokens, memory):  # one compiled program per shape, not one per operation
+    return decoder(tokens, memory)
+
+
 def memory(seed: int) -> jax.Array:
     return jax.random.normal(jax.random.key(seed), (4, CONFIG.encoder_width))
 
@@ -37,14 +42,14 @@ def memory(seed: int) -> jax.Array:
 def test_later_tokens_never_change_earlier_logits(decoder):
     tokens = jnp.array([1, 5, 7, 3, 9, 4])
     changed = tokens.at[3:].set(jnp.array([8, 8, 8]))
-    a, b = decoder(tokens, memory(1)), decoder(changed, memory(1))
+    a, b = logits(decoder, tokens, memory(1)), logits(decoder, changed, memory(1))
     np.testing.assert_array_equal(a[:3], b[:3])
     assert not np.allclose(a[3:], b[3:])
 
 
 def test_the_image_conditions_every_position(decoder):
     tokens = jnp.array([1, 5, 7, 3])
-    a, b = decoder(tokens, memory(1)), decoder(tokens, memory(2))
+    a, b = logits(decoder, tokens, memory(1)), logits(decoder, tokens, memory(2))
     assert all(not np.allclose(a[t], b[t]) for t in range(4))
 
 
@@ -52,8 +57,8 @@ def test_teacher_forcing_is_the_cross_entropy_of_the_shifted_target_written_out(
     target = jnp.array([5, 7, CONFIG.eos_id, 0, 0, 0])  # padded after the end token
     inputs = np.array([CONFIG.bos_id, 5, 7, CONFIG.eos_id, 0, 0])
     np.testing.assert_array_equal(shift_right(target, CONFIG.bos_id), inputs)
-    logits = np.asarray(decoder(jnp.asarray(inputs), memory(1)), np.float64)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    out = np.asarray(logits(decoder, jnp.asarray(inputs), memory(1)), np.float64)
+    log_p = out - np.log(np.exp(out).sum(axis=1, keepdims=True))
     want = -np.mean([log_p[t, int(target[t])] for t in range(3)])  # the 3 real tokens
     got = teacher_forcing_loss(decoder, target, memory(1))
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
@@ -64,7 +69,7 @@ def reference_greedy(decoder, mem) -> list[int]:
     out, done = [], False
     for t in range(CONFIG.max_len):
         inputs = [CONFIG.bos_id, *out, *[CONFIG.pad_id] * (CONFIG.max_len - 1 - len(out))]
-        token = int(np.argmax(decoder(jnp.array(inputs[: CONFIG.max_len]), mem)[t]))
+        token = int(np.argmax(logits(decoder, jnp.array(inputs[: CONFIG.max_len]), mem)[t]))
         token = CONFIG.pad_id if done else token
         done = done or token == CONFIG.eos_id
         out.append(token)
@@ -138,8 +143,8 @@ def sequence_log_prob(decoder, mem, seq) -> float:
     """Summed log-probability up to and including the first end token; -inf if anything but
     padding follows it."""
     c = decoder.config
-    logits = np.asarray(decoder(shift_right(jnp.asarray(seq), c.bos_id), mem), np.float64)
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    out = np.asarray(logits(decoder, shift_right(jnp.asarray(seq), c.bos_id), mem), np.float64)
+    log_p = out - np.log(np.exp(out).sum(axis=1, keepdims=True))
     total = 0.0
     for t, token in enumerate(seq):
         total += log_p[t, token]

@@ -52,7 +52,10 @@ def _pause_if_asked(step: int, partial: pathlib.Path) -> None:
     if not (at.isdigit() and signal_file):
         raise ValueError(f"{PAUSE_ENV}={asked!r} must be <step>:<file>")
     if int(at) == step:
-        pathlib.Path(signal_file).write_text(str(partial))
+        # Written whole, then renamed: a test that sees the file can read the path at once.
+        ready = pathlib.Path(f"{signal_file}.tmp")
+        ready.write_text(str(partial))
+        os.replace(ready, signal_file)
         time.sleep(600)
 
 
