@@ -20,8 +20,8 @@ the commit. Its history:
   parameters and biases (`aced.train.state.decay_mask`), which changed every
   case's parameters (all decay at 1e-4) and nothing else;
 - re-recorded on an AMD EPYC machine (AVX-512), with ``machine()`` and the
-  parameters' norm: the code unchanged, the record of an Intel machine
-  reproduced there to 2.6e-5 relative and not bit for bit.
+  parameters' norm: the code unchanged, the record of the machine used
+  before reproduced there to 2.6e-5 relative and not bit for bit.
 """
 
 import dataclasses
@@ -43,8 +43,8 @@ from aced.train.state import init_train_state
 from aced.train.step import make_train_step
 
 OPTIM = OptimConfig(learning_rate=1e-2, warmup_steps=0, grad_clip_norm=1.0, weight_decay=1e-4)
-# Tolerances on another machine, 5x and 1000x what was measured: the record of an Intel
-# machine reproduced on an AMD EPYC, metrics within 2.6e-5 relative; the AMD record
+# Tolerances on another machine, 5x and 1000x what was measured: the record of the machine used
+# before reproduced on an AMD EPYC, metrics within 2.6e-5 relative; the AMD record
 # against the same machine compiling for AVX2 only (XLA_FLAGS=--xla_cpu_max_isa=AVX2),
 # metrics within 4.0e-5 and the parameters' norm within 1.0e-9.
 PORTABLE_RTOL, NORM_RTOL = 2e-4, 1e-6
