@@ -129,7 +129,7 @@ def test_a_frozen_encoder_gets_no_gradient_and_stays_bit_identical(decoder):
     [
         ({"vocab_size": 2}, "eos_id=2 outside the vocabulary"),
         ({"eos_id": 1}, "must differ"),
-        ({"depth": 0}, "depth=0 must be >= 1"),
+        ({"depth": 0}, "depth=0 must be a positive integer"),
     ],
 )
 def test_bad_config_is_named(fields, message):

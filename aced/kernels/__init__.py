@@ -15,6 +15,7 @@ from aced.kernels.tiling import (
     PRECISIONS,
     BlockSizes,
     Combine,
+    Precision,
     pair_losses_tile,
     tiled_pair_score_diagonal,
     tiled_pair_scores,
@@ -23,6 +24,7 @@ from aced.kernels.tiling import (
 __all__ = [
     "PRECISIONS",
     "BlockSizes",
+    "Precision",
     "Combine",
     "blocked_pair_score_sums",
     "blocked_pair_score_sums_reference",

@@ -12,7 +12,7 @@ tile: then the blocked and the dense selection agree bit for bit.
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from aced.types import Embedded
 # Per-pair losses of each view a score reads, in order -> the pair scores.
 Combine = Callable[..., Array]
 Precision = Literal["highest", "tf32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("highest", "tf32", "bf16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclasses.dataclass(frozen=True)

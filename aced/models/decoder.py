@@ -18,6 +18,7 @@ from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
 from aced.models.transformer import Linear, Mlp, MultiheadAttention, linear
+from aced.models.variants import check_positive
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,9 +44,9 @@ class DecoderConfig:
     layernorm_eps: float = 1e-6
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "width", "depth", "mlp_dim", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DecoderConfig.{name}={getattr(self, name)} must be >= 1")
+        check_positive(vocab_size=self.vocab_size, max_len=self.max_len, width=self.width,
+                       depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                       encoder_width=self.encoder_width)  # fmt: skip
         ids = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
         for name, value in ids.items():
             if not 0 <= value < self.vocab_size:
@@ -154,8 +155,7 @@ def greedy_decode(
 
     def step(t, carry):
         out, done = carry
-        inputs = jnp.concatenate([jnp.array([c.bos_id], jnp.int32), out[:-1]])
-        token = jnp.argmax(decoder(inputs, memory)[t]).astype(jnp.int32)
+        token = jnp.argmax(decoder(shift_right(out, c.bos_id), memory)[t]).astype(jnp.int32)
         token = jnp.where(done, c.pad_id, token)
         return out.at[t].set(token), done | (token == c.eos_id)
 
@@ -186,8 +186,11 @@ def beam_search(
 
     def step(t, carry):
         seqs, scores, done = carry
-        inputs = jnp.concatenate([jnp.full((beam, 1), c.bos_id, jnp.int32), seqs[:, :-1]], 1)
-        logp = jax.vmap(lambda x: jax.nn.log_softmax(decoder(x, memory)[t]))(inputs)
+
+        def next_log_probs(seq):
+            return jax.nn.log_softmax(decoder(shift_right(seq, c.bos_id), memory)[t])
+
+        logp = jax.vmap(next_log_probs)(seqs)
         logp = jnp.where(done[:, None], only_pad[None], logp)
         total = (scores[:, None] + logp).reshape(-1)  # (beam * V)
         best, flat = jax.lax.top_k(total, beam)

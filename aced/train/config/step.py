@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from aced.kernels import BlockSizes
+from aced.kernels import BlockSizes, Precision
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
@@ -79,7 +79,7 @@ class SelectionConfig:
         "columns of the pair-score tiles (a power of two >= 16): the kernel's inner step",
         default=64,
     )
-    precision: Literal["highest", "tf32", "bf16"] = help_field(
+    precision: Precision = help_field(
         "precision of the pair-score products: highest (f32), tf32 (XLA's default: TF32 on "
         "NVIDIA GPUs, f32 on CPU) or bf16 (bfloat16 inputs, f32 accumulation)",
         default="highest",
