@@ -30,7 +30,7 @@ import types
 import typing
 from collections.abc import Sequence
 
-from aced import cli_distributed, cli_embed, cli_score, cli_tokenizer
+from aced import cli_distributed, cli_embed, cli_lit_decoder, cli_score, cli_tokenizer
 from aced.cli_common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -120,6 +120,7 @@ def _parser(*, fields_help: str | None = None) -> argparse.ArgumentParser:
     cli_tokenizer.add_parser(commands)
     cli_score.add_parser(commands)
     cli_embed.add_parser(commands)
+    cli_lit_decoder.add_parser(commands)
     return parser
 
 
@@ -236,7 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fields_help = None
     if argv[:1] == ["train"] and {"-h", "--help"} & set(argv):
         fields_help = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else "aced"
-    args = _parser(fields_help=fields_help).parse_args(argv)
+    if argv[:1] == ["lit-decoder"]:  # its module parses every option (they may lead)
+        args = argparse.Namespace(command=argv[0], args=argv[1:])
+    else:
+        args = _parser(fields_help=fields_help).parse_args(argv)
     # orbax's info lines would drown the progress bar.
     logging.getLogger("absl").setLevel(logging.ERROR)
     from aced.train.checkpoint import CheckpointError
@@ -250,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tokenizer": cli_tokenizer.run,
         "score": cli_score.run,
         "embed": cli_embed.run,
+        "lit-decoder": cli_lit_decoder.run,
     }
     try:
         if hasattr(args, "coordinator"):

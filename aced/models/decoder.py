@@ -6,7 +6,9 @@ tokens=True)``, projected to the decoder's width once), then an MLP. Trained by
 teacher forcing (`teacher_forcing_loss`: the target shifted right behind a
 begin token, cross-entropy on every real target token); decoded to a fixed
 length, greedily (`greedy_decode`) or by beam search (`beam_search`), both
-jit-compatible and ending each sequence at its end token.
+jit-compatible and ending each sequence at its end token. A task prompt (a
+question, "describe the image") is a prefix of the sequence: teacher forcing
+leaves it out of the loss (`answer_mask`), decoding copies it (`prompt`).
 """
 
 import dataclasses
@@ -124,39 +126,65 @@ def shift_right(target: Int[Array, " L"], bos_id: int) -> Int[Array, " L"]:
     return jnp.concatenate([jnp.array([bos_id], target.dtype), target[:-1]])
 
 
+def answer_mask(target: Int[Array, " L"], prompt_len: Int[Array, ""] | int, pad_id: int):
+    """1.0 on the target's tokens after its first `prompt_len` (the prompt), 0 on padding."""
+    positions = jnp.arange(target.shape[0])
+    return ((positions >= prompt_len) & (target != pad_id)).astype(jnp.float32)
+
+
 @jaxtyped(typechecker=typechecker)
 def teacher_forcing_loss(
-    decoder: TextDecoder, target: Int[Array, " L"], memory: Float[Array, "P E"]
+    decoder: TextDecoder,
+    target: Int[Array, " L"],
+    memory: Float[Array, "P E"],
+    prompt_len: Int[Array, ""] | int = 0,
 ) -> Float[Array, ""]:
-    """Mean cross-entropy of the target's tokens (padding excluded) under teacher forcing.
+    """Mean cross-entropy of the target's tokens under teacher forcing, padding and the
+    first `prompt_len` tokens (the task prompt, given at decoding) excluded.
 
-    `target`: the caption or answer, ending with ``eos_id``, padded with ``pad_id``.
+    `target`: prompt, then the caption or answer ending with ``eos_id``, padded
+    with ``pad_id``.
     """
     c = decoder.config
     logits = decoder(shift_right(target, c.bos_id), memory)
     losses = -jnp.take_along_axis(jax.nn.log_softmax(logits), target[:, None], axis=1)[:, 0]
-    real = (target != c.pad_id).astype(losses.dtype)
+    real = answer_mask(target, prompt_len, c.pad_id).astype(losses.dtype)
     return (losses * real).sum() / jnp.maximum(real.sum(), 1.0)
+
+
+def _prompt(c: DecoderConfig, length: int, prompt: Int[Array, " L"] | None):
+    """The prompt padded to `length`, and its length (its tokens before the first pad)."""
+    if prompt is None:
+        return jnp.full((length,), c.pad_id, jnp.int32), jnp.array(0)
+    if prompt.shape[0] > length:
+        raise ValueError(f"a prompt of {prompt.shape[0]} tokens exceeds length={length}")
+    prompt = jnp.pad(prompt.astype(jnp.int32), (0, length - prompt.shape[0]),
+                     constant_values=c.pad_id)  # fmt: skip
+    return prompt, jnp.argmax(jnp.append(prompt == c.pad_id, True)).astype(jnp.int32)
 
 
 @jaxtyped(typechecker=typechecker)
 def greedy_decode(
-    decoder: TextDecoder, memory: Float[Array, "P E"], length: int | None = None
+    decoder: TextDecoder,
+    memory: Float[Array, "P E"],
+    length: int | None = None,
+    prompt: Int[Array, " K"] | None = None,
 ) -> Int[Array, " L"]:
     """The most likely token at each step, to a fixed `length` (default ``max_len``).
 
     Each step reruns the decoder on the tokens so far (the later positions hold
     padding, which the causal mask hides). After the end token every position
-    is ``pad_id``. Jit-compatible: a ``fori_loop`` of fixed length.
+    is ``pad_id``. A `prompt` (its tokens, then padding) fills the first
+    positions as given. Jit-compatible: a ``fori_loop`` of fixed length.
     """
     c = decoder.config
     length = c.max_len if length is None else length
-    start = jnp.full((length,), c.pad_id, jnp.int32)
+    start, prompt_len = _prompt(c, length, prompt)
 
     def step(t, carry):
         out, done = carry
         token = jnp.argmax(decoder(shift_right(out, c.bos_id), memory)[t]).astype(jnp.int32)
-        token = jnp.where(done, c.pad_id, token)
+        token = jnp.where(t < prompt_len, start[t], jnp.where(done, c.pad_id, token))
         return out.at[t].set(token), done | (token == c.eos_id)
 
     out, _ = jax.lax.fori_loop(0, length, step, (start, jnp.array(False)))
@@ -165,7 +193,11 @@ def greedy_decode(
 
 @jaxtyped(typechecker=typechecker)
 def beam_search(
-    decoder: TextDecoder, memory: Float[Array, "P E"], beam: int, length: int | None = None
+    decoder: TextDecoder,
+    memory: Float[Array, "P E"],
+    beam: int,
+    length: int | None = None,
+    prompt: Int[Array, " K"] | None = None,
 ) -> Int[Array, " L"]:
     """The sequence of highest total log-probability that a `beam`-wide search finds.
 
@@ -173,13 +205,15 @@ def beam_search(
     finished: it continues with ``pad_id`` at no cost, so finished and open
     beams compete on their summed log-probabilities (no length normalisation).
     ``beam=1`` is `greedy_decode`; a beam of ``vocab_size ** (length - 1)`` is
-    exhaustive. Jit-compatible.
+    exhaustive. A `prompt` is forced on every beam at no cost, as in
+    `greedy_decode`. Jit-compatible.
     """
     c = decoder.config
     length = c.max_len if length is None else length
     if beam < 1:
         raise ValueError(f"beam={beam} must be >= 1")
     vocab = c.vocab_size
+    forced, prompt_len = _prompt(c, length, prompt)
     seqs = jnp.full((beam, length), c.pad_id, jnp.int32)
     scores = jnp.full((beam,), -jnp.inf).at[0].set(0.0)
     only_pad = jnp.full((vocab,), -jnp.inf).at[c.pad_id].set(0.0)
@@ -192,6 +226,8 @@ def beam_search(
 
         logp = jax.vmap(next_log_probs)(seqs)
         logp = jnp.where(done[:, None], only_pad[None], logp)
+        given = jnp.full((vocab,), -jnp.inf).at[forced[t]].set(0.0)
+        logp = jnp.where(t < prompt_len, given[None], logp)
         total = (scores[:, None] + logp).reshape(-1)  # (beam * V)
         best, flat = jax.lax.top_k(total, beam)
         parent, token = flat // vocab, (flat % vocab).astype(jnp.int32)
