@@ -26,6 +26,7 @@ the commit. Its history:
 
 import dataclasses
 import hashlib
+import os
 import pathlib
 import platform
 
@@ -62,7 +63,7 @@ _ISA = (
 
 
 def machine() -> str:
-    """What XLA:CPU's code generation depends on: CPU model, instruction sets, jaxlib."""
+    """What XLA:CPU's code generation depends on: CPU model, instruction sets, jaxlib, flags."""
     model, flags = platform.processor(), set()
     cpuinfo = pathlib.Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -75,7 +76,10 @@ def machine() -> str:
             if model and flags:
                 break
     isa = "+".join(f for f in _ISA if f in flags)
-    return f"{platform.machine()} {model} [{isa}] jaxlib {jaxlib.__version__}"
+    codegen = " ".join(
+        f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f
+    )  # the suite's code generation flags (xla_flags.py), which change rounding
+    return f"{platform.machine()} {model} [{isa}] jaxlib {jaxlib.__version__} {codegen}".strip()
 
 
 def _arrays(tree) -> list[np.ndarray]:

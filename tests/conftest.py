@@ -1,6 +1,7 @@
 """Test configuration in the Equinox manner.
 
-Eight simulated CPU devices (set before JAX is imported), strict dtype and rank
+Eight simulated CPU devices and fast-compiling code generation (``xla_flags.py``,
+set before JAX is imported), strict dtype and rank
 promotion, a ``getkey`` fixture and a deterministic hypothesis profile. Runtime
 shape checking of the whole ``aced`` package comes from
 ``--jaxtyping-packages=aced,beartype.beartype`` in ``pyproject.toml``.
@@ -19,9 +20,9 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from xla_flags import xla_flags  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="aced-xla-cache-")

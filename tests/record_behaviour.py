@@ -1,7 +1,7 @@
 """Re-record ``tests/data/behaviour.json`` from the code as it is: ``python tests/record_behaviour.py``.
 
 Only for a deliberate change of the arithmetic (see ``tests/behaviour.py``). Runs
-with the test session's 8 simulated CPU devices and dtype rules (``tests/conftest.py``).
+with the test session's XLA flags (``xla_flags.py``) and dtype rules (``tests/conftest.py``).
 """
 
 import json
@@ -10,11 +10,11 @@ import pathlib
 import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from xla_flags import xla_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from xla_flags import xla_flags
 
 from aced import cli
 from aced.models import TwoTower, TwoTowerConfig
@@ -472,7 +473,7 @@ def test_sigkill_in_the_middle_of_a_save_then_resume_is_bitwise_identical(tmp_pa
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",  # the mesh of tests/conftest.py
+        "XLA_FLAGS": xla_flags(8),  # the mesh of tests/conftest.py
         PAUSE_ENV: f"4:{paused}",
     }
     # The uninterrupted run first: the child loads its compiled step from the session's cache.

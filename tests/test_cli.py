@@ -66,6 +66,7 @@ def test_python_dash_m_aced_runs_the_cli():
         "tokenizer",
         "score",
         "embed",
+        "lit-decoder",
     ]  # each works
     assert "bench" not in done.stdout  # benchmarks are scripts, not a stub subcommand
 

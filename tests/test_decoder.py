@@ -168,3 +168,23 @@ def test_beam_search_is_greedy_at_width_one_and_exhaustive_at_full_width():
     got = jax.jit(beam_search, static_argnums=2)(decoder, mem, 5**2)
     assert tuple(np.asarray(got).tolist()) == best
     assert tuple(np.asarray(greedy_decode(decoder, mem)).tolist()) != best
+
+
+def test_a_prompt_is_copied_then_continued_greedily_and_left_out_of_the_loss(decoder):
+    prompt, mem = [7, 4], memory(4)
+    got = np.asarray(jax.jit(greedy_decode)(decoder, mem, None, jnp.array(prompt))).tolist()
+    out = list(prompt)  # the continuation as a plain loop from the prompt
+    for t in range(len(prompt), CONFIG.max_len):
+        inputs = [CONFIG.bos_id, *out, *[CONFIG.pad_id] * (CONFIG.max_len - 1 - len(out))]
+        token = int(np.argmax(logits(decoder, jnp.array(inputs[: CONFIG.max_len]), mem)[t]))
+        out.append(CONFIG.pad_id if CONFIG.eos_id in out[len(prompt) :] else token)
+    assert got == out
+    beam = jax.jit(beam_search, static_argnums=2)(decoder, mem, 1, None, jnp.array(prompt))
+    assert np.asarray(beam).tolist() == got
+    # Teacher forcing with a prompt of 2: the loss of the 3 tokens after it only.
+    target = jnp.array([7, 4, 5, 9, CONFIG.eos_id, 0])
+    out = np.asarray(logits(decoder, shift_right(target, CONFIG.bos_id), mem), np.float64)
+    log_p = out - np.log(np.exp(out).sum(axis=1, keepdims=True))
+    want = -np.mean([log_p[t, int(target[t])] for t in (2, 3, 4)])
+    got = teacher_forcing_loss(decoder, target, mem, jnp.array(2))
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)

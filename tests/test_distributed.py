@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 from test_loop import ACED, learner_leaves, micro_overrides, micro_run
+from xla_flags import xla_flags
 
 from aced import cli
 from aced.train.checkpoint import checkpoint_steps
@@ -51,7 +52,7 @@ def command(out, process_id: int, port: int) -> list[str]:
 
 def launch(out, *, pause: dict[int, str] | None = None) -> list[subprocess.Popen]:
     port, env = free_port(), {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env |= {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env |= {"XLA_FLAGS": xla_flags(4), "JAX_PLATFORMS": "cpu"}
     out.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(

@@ -28,6 +28,7 @@ LAYERS = {
     "cli_tokenizer": 9,
     "cli_score": 9,
     "cli_embed": 9,
+    "cli_lit_decoder": 9,
     "cli_distributed": 9,
     "cli_common": 9,
     "__main__": 9,

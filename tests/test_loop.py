@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from xla_flags import xla_flags
 
 from aced.data import SceneSource, builtin_tokenizer, web_split
 from aced.models import TwoTower, TwoTowerConfig
@@ -152,7 +153,7 @@ def _start_cli(out: pathlib.Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",  # the mesh of the in-process runs
+        "XLA_FLAGS": xla_flags(8),  # the mesh of the in-process runs
     }
     command = [
         sys.executable,
