@@ -1,6 +1,6 @@
 """Where the suite's time goes: a pytest plugin that sums XLA compile seconds per test.
 
-    python -m pytest -q -p compile_profile          # writes compile_profile-<worker>.json
+    PYTHONPATH=tests python -m pytest -q -p compile_profile   # writes compile_profile-<worker>.json
     python tests/compile_profile.py                 # per file: CPU s, compile s, compiles
 
 A ``jax.monitoring`` listener adds up ``/jax/core/compile/backend_compile_duration``
@@ -13,7 +13,6 @@ import collections
 import json
 import os
 import pathlib
-import sys
 import time
 
 import pytest
