@@ -25,7 +25,8 @@ from aced.selection.checks import check_counts
 from aced.types import Embedded
 
 INTERPRET = [
-    True,
+    # Bit for bit against the dense path under XLA's default code generation (xla_flags.py).
+    pytest.param(True, marks=pytest.mark.default_codegen),
     pytest.param(
         False,
         marks=pytest.mark.skipif(

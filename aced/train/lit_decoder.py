@@ -121,16 +121,21 @@ def save(out: pathlib.Path, decoder, opt_state, step: int, about: dict[str, Any]
 
 
 def restore(out: pathlib.Path, like: tuple, about: dict[str, Any]) -> tuple[tuple, int]:
-    """The saved (decoder, opt_state) and step, or `like` and 0 when nothing is saved."""
+    """The saved (decoder, opt_state) and step, or `like` and 0 when nothing is saved.
+
+    A save killed between its two renames left only ``checkpoint.old/``: that is read.
+    """
     final = out / CHECKPOINT
     if not (final / "record.json").is_file():
-        return like, 0
+        final = out / f"{CHECKPOINT}.old"
+        if not (final / "record.json").is_file():
+            return like, 0
     record = json.loads((final / "record.json").read_text())
-    saved = {k: v for k, v in record.items() if k != "step"}
-    if saved != about:
+    differ = sorted(k for k in {*about, *record} - {"step"} if record.get(k) != about.get(k))
+    if differ:
         raise ValueError(
-            f"{out} holds a LiT-Decoder run of other settings ({saved} != {about}): "
-            "pass another --out, or the same options as that run to resume it"
+            f"{out} holds a LiT-Decoder run with other {', '.join(differ)}: pass another "
+            "--out, or the same options as that run to resume it"
         )
     return eqx.tree_deserialise_leaves(final / "state.eqx", like), record["step"]
 
