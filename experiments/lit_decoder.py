@@ -41,6 +41,7 @@ SEEDS = (0, 1)
 # questions (48.4 %), so every decoder gets 1500, fixed before any other encoder was decoded.
 LIT = LitConfig(steps=1500, batch_size=64, width=128, depth=2, mlp_dim=512, num_heads=4,
                 train_scenes=4096, eval_scenes=256, checkpoint_every=500)  # fmt: skip
+HEADLINE = ("caption/cider", "vqa/exact_match")
 COLUMNS = (
     ("caption/cider", "CIDEr-D"),
     ("caption/item_accuracy", "items right"),
@@ -87,8 +88,8 @@ def run_decoders(preset_name: str, runs: pathlib.Path, results: pathlib.Path) ->
             out = runs / "lit_decoder" / f"{encoder}-s{seed}"
             result = train_lit_decoder(run_dir, out, config, progress=False)
             zero_shot = json.loads((run_dir / EVAL_FILE).read_text())["scores"]["average"]
-            summary = {"encoder": encoder, "encoder_run": str(run_dir), "seed": seed,
-                       "encoder_zero_shot_average": zero_shot, "commit": commit, **result}  # fmt: skip
+            summary = {**result, "encoder": encoder, "encoder_run": str(run_dir), "seed": seed,
+                       "encoder_zero_shot_average": zero_shot, "commit": commit}  # fmt: skip
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
@@ -101,19 +102,25 @@ def report(preset_name: str, results: pathlib.Path) -> str:
     rows, zero_shot = {}, {}
     for path in sorted((results / "runs").glob("*.json")):
         summary = json.loads(path.read_text())
-        rows.setdefault(summary["encoder"], []).append(summary["scores"])
-        zero_shot[summary["encoder"]] = summary["encoder_zero_shot_average"]
+        encoder = path.stem.rsplit("-s", 1)[0]  # <encoder>-s<seed>.json
+        rows.setdefault(encoder, []).append(summary["scores"])
+        zero_shot[encoder] = summary["encoder_zero_shot_average"]
     order = [e for e in ("reference", *ARMS) if e in rows]
-    head = "| encoder | its zero-shot average | " + " | ".join(label for _, label in COLUMNS) + " |"
+    head = "| encoder | its zero-shot average (study's summary) | "
+    head += " | ".join(label for _, label in COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 2) + "|"]
+    study_runs = HERE / "results" / preset_name / "runs"
     for encoder in order:
         cells = []
         for key, _ in COLUMNS:
             values = [scores[key] for scores in rows[encoder]]
             spread = (max(values) - min(values)) / 2
             cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
-        lines.append(f"| {encoder} ({len(rows[encoder])} seeds) | {zero_shot[encoder]:.3f} | "
-                     + " | ".join(cells) + " |")  # fmt: skip
+        reference = study(preset_name).arm(ARMS[-1]).reference
+        name = f"reference-{reference}" if encoder == "reference" else f"{encoder}-s0"
+        committed = json.loads((study_runs / f"{name}.json").read_text())["scores"]["average"]
+        lines.append(f"| {encoder} ({len(rows[encoder])} seeds) | {zero_shot[encoder]:.3f} "
+                     f"({committed:.3f}) | " + " | ".join(cells) + " |")  # fmt: skip
     students = [e for e in ARMS if e in rows]
     verdict = ""
     if len(students) == len(ARMS):
@@ -122,10 +129,16 @@ def report(preset_name: str, results: pathlib.Path) -> str:
             return statistics.mean(scores[key] for scores in rows[e])
 
         best = {key: max(order, key=lambda e: mean(e, key)) for key, _ in COLUMNS}
+        best_student = {key: max(students, key=lambda e: mean(e, key)) for key, _ in COLUMNS}
         wins = sum(best[key] == "aced" for key, _ in COLUMNS)
+        answer = "yes" if all(best[k] == "aced" for k in HEADLINE) else "no"
         verdict = (
-            f"\nACED's encoder is best on {wins} of {len(COLUMNS)} columns "
-            f"(best per column: {', '.join(f'{label}: {best[k]}' for k, label in COLUMNS)}).\n"
+            f"\n**Is ACED's frozen encoder the best one for the decoder?** {answer} "
+            f"(the rule, fixed before ACED's encoder was decoded: yes when ACED's mean is the highest of all "
+            f"encoders, the larger reference included, on both CIDEr-D and VQA exact match). "
+            f"Best per column: {', '.join(f'{label}: {best[k]}' for k, label in COLUMNS)} "
+            f"(ACED best on {wins} of {len(COLUMNS)}); among the students alone: "
+            f"{', '.join(f'{label}: {best_student[k]}' for k, label in COLUMNS)}.\n"
         )
     text = (
         f"# LiT-Decoder on the `{preset_name}` study's encoders\n\n"
@@ -133,7 +146,14 @@ def report(preset_name: str, results: pathlib.Path) -> str:
         "this table rebuilt from them by `python experiments/lit_decoder.py --report`).\n\n"
         f"Decoder: {dataclasses.asdict(LIT)}; mean ± half the range over decoder seeds "
         f"{list(SEEDS)}; eval split: {LIT.eval_scenes} scenes, one caption and three "
-        "questions each.\n\n" + "\n".join(lines) + "\n" + verdict
+        "questions each. The encoders are the study's seed-0 run directories, trained again "
+        "here with the study's commands (models are not committed) at the commit each summary "
+        "names; their zero-shot suite average is given next to the one in the study's committed "
+        "summary, made at an earlier commit (the code's arithmetic has changed since, and these "
+        "single runs are as noisy as the study's seed spread).\n\n"
+        + "\n".join(lines)
+        + "\n"
+        + verdict
     )
     (results / "README.md").write_text(text)
     return text

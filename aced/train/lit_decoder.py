@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from aced.data.images import to_model_images
 from aced.data.scene_layouts import SceneConfig
@@ -35,6 +36,7 @@ from aced.models import ViT
 from aced.models.decoder import DecoderConfig, TextDecoder, beam_search, greedy_decode
 from aced.models.decoder import teacher_forcing_loss as _sequence_loss
 from aced.train.config.lit import LitConfig
+from aced.train.learners import load_learner
 
 RESULTS_FILE = "lit_decoder.json"
 CHECKPOINT = "checkpoint"
@@ -42,8 +44,6 @@ CHECKPOINT = "checkpoint"
 
 def load_encoder(path: str | os.PathLike) -> ViT:
     """The image tower of a run directory, checkpoint or model directory of aced."""
-    from aced.train.learners import load_learner
-
     try:
         model, _, _ = load_learner(path)
     except FileNotFoundError as error:
@@ -191,8 +191,6 @@ def train_lit_decoder(
 
     **Returns:** the results: the scores, the settings, samples of the outputs.
     """
-    from tqdm import tqdm
-
     out = pathlib.Path(out)
     encoder = load_encoder(encoder_path)
     check_encoder(encoder, scenes)
