@@ -42,6 +42,7 @@ CAPTION_PROMPT = "describe the image"
 QUESTION_TYPES = ("what_at", "count", "presence")
 NOTHING = "nothing"
 SPECIALS = ("<pad>", "<bos>", "<eos>")
+PAD_ID, BOS_ID, EOS_ID = range(len(SPECIALS))
 
 _ITEM_NAMES = tuple(with_article("pair of trousers" if n == "trousers" else n) for n in CLASS_NAMES)
 
@@ -120,16 +121,16 @@ class DecoderVocab:
             raise ValueError(f"the decoder vocabulary lacks the words {missing}: build it with "
                              "DecoderVocab.for_scenes or add them")  # fmt: skip
         p, t = [index[w] for w in _words(prompt)], [index[w] for w in _words(target)]
-        ids = [*p, *t, 2]
+        ids = [*p, *t, EOS_ID]
         if len(ids) > length:
             raise ValueError(f"'{prompt} {target}' needs {len(ids)} tokens > length={length}")
-        return np.asarray(ids + [0] * (length - len(ids)), np.int32), len(p)
+        return np.asarray(ids + [PAD_ID] * (length - len(ids)), np.int32), len(p)
 
     def decode(self, ids: Int[np.ndarray, " L"], prompt_len: int) -> str:
         """The words after the prompt, up to the first ``<eos>`` (specials dropped)."""
         words = []
         for i in ids[prompt_len:].tolist():
-            if i == 2:
+            if i == EOS_ID:
                 break
             if i >= len(SPECIALS):
                 words.append(self.words[i - len(SPECIALS)])

@@ -31,7 +31,15 @@ from tqdm import tqdm
 from aced.data.images import to_model_images
 from aced.data.scene_layouts import SceneConfig
 from aced.data.scenes import curated_split, eval_split
-from aced.eval.lit_tasks import DecoderVocab, answer_scores, build_examples, caption_scores
+from aced.eval.lit_tasks import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    DecoderVocab,
+    answer_scores,
+    build_examples,
+    caption_scores,
+)
 from aced.models import ViT
 from aced.models.decoder import DecoderConfig, TextDecoder, beam_search, greedy_decode
 from aced.models.decoder import teacher_forcing_loss as _sequence_loss
@@ -68,7 +76,7 @@ def decoder_config(config: LitConfig, vocab: DecoderVocab, length: int, encoder:
     return DecoderConfig(
         vocab_size=vocab.size, max_len=length, width=config.width, depth=config.depth,
         mlp_dim=config.mlp_dim, num_heads=config.num_heads,
-        encoder_width=encoder.config.width, bos_id=1, eos_id=2, pad_id=0,
+        encoder_width=encoder.config.width, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID,
     )  # fmt: skip
 
 
@@ -155,7 +163,7 @@ def evaluate_decoder(decoder, encoder: ViT, config: LitConfig, scenes: SceneConf
     split = eval_split(config.eval_scenes, seed=config.data_seed, config=scenes)
     examples = build_examples(split, scenes, vocab, seed=config.data_seed + 1)
     prompts = np.where(
-        np.arange(examples.tokens.shape[1]) < examples.prompt_len[:, None], examples.tokens, 0
+        np.arange(examples.tokens.shape[1]) < examples.prompt_len[:, None], examples.tokens, PAD_ID
     )
     images = to_model_images(split.images, encoder.config.channels)
     texts = []
