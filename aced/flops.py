@@ -103,7 +103,8 @@ def selection_flops(
     - `block`: the tiles the products run on (default `BlockSizes()`, the
       tiles `aced.train.curation` uses).
 
-    **Returns:** per view (at its width D), with R the rows padded to
+    **Returns:** per view (at its width D, padded to whole ``block_d``
+    slices: ``block.width(D)``), with R the rows padded to
     ``block_rows`` and each column count padded to ``block_cols``:
 
     - a rule that is not joint: the diagonal alone, ``2 * B * D`` (row-wise products);
@@ -125,6 +126,7 @@ def selection_flops(
     n, k = super_batch // shards, sub_batch // shards
     if not rule.joint:
         return shards * sum(2 * n * d for d in widths)
+    widths = [block.width(d) for d in widths]
     rows = _padded(n, block.block_rows)
     if implementation == "dense":
         cols = _padded(n, block.block_cols)

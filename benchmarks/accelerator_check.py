@@ -18,6 +18,11 @@ seconds (default 420), and each failure recorded rather than fatal:
 5. ``acid_step``: one ACID step (``mu/7`` learner, ``nano/7`` reference,
    B = 16,384, b = 3,072): compile and step seconds.
 
+Every part uses the tiles a user gets by default (`aced.kernels.default_blocks`:
+`aced.kernels.GPU_BLOCKS` compiled, within the per-program budget, and
+``BlockSizes()`` in the interpreter), recorded in each row; the dense matrix of
+part 2 is built on the same tiles.
+
 It writes ``accelerator_check.json`` and ``accelerator_check.md`` to ``--out``.
 ``--smoke`` shrinks every size 32-fold and runs on the CPU in interpret mode,
 to check the script itself. On the device machine, from the repository root::
@@ -27,6 +32,7 @@ to check the script itself. On the device machine, from the repository root::
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -75,15 +81,20 @@ def part(name: str, scale: int, width: int | None) -> dict:
     """One part, in this process; returns its row."""
     import jax
 
-    from aced.kernels import blocked_pair_score_sums, resolve_interpret
+    from aced.kernels import blocked_pair_score_sums, default_blocks, resolve_interpret
     from aced.selection import PAIR_SCORES, joint_select, joint_select_blocked, score_matrix
 
-    row = {"backend": jax.default_backend(), "interpret": resolve_interpret(None)}
+    # The tiles each path uses unless told: GPU_BLOCKS compiled, BlockSizes() interpreted.
+    block = default_blocks(resolve_interpret(None))
+    row = {"backend": jax.default_backend(), "interpret": resolve_interpret(None),
+           "block": dataclasses.asdict(block)}  # fmt: skip
     if name == "blocked_vs_dense":
         n, d = 16384 // scale, 256
         learner, reference = views(n, d, 0), views(n, d + 128, 1)
         key, b = jax.random.key(0), (n // 5) // 16 * 16
-        dense = joint_select(key, score_matrix(learner, reference, "learnability"), b, 16)
+        # The same tiles for both paths: the dense matrix's entries are the kernel's products.
+        matrix = score_matrix(learner, reference, "learnability", block=block)
+        dense = joint_select(key, matrix, b, 16)
         blocked = joint_select_blocked(key, learner, reference, "learnability", b, 16)
         shared = len(set(dense.tolist()) & set(blocked.tolist())) / b
         row |= {

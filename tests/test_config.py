@@ -86,7 +86,9 @@ def test_overrides_are_typed_and_nested():
     )
     assert config.selection.filter_ratio == 0.5 and config.selection.rule == "greedy"
     assert config.selection.interpret is False
-    assert config.selection.block_sizes() == BlockSizes(256, 64, "bf16")
+    # Unset tiles follow the kernel's mode: compiled (interpret=false) -> GPU_BLOCKS' others.
+    assert config.selection.block_sizes() == BlockSizes(256, 32, "bf16", block_d=64)
+    assert config.selection.block_sizes(interpret=True) == BlockSizes(256, 64, "bf16")
     assert apply_overrides(config, ["selection.interpret=none"]).selection.interpret is None
     assert config.distill.loss == "sigmoid" and config.optim.warmup_steps == 16
     assert config.contrastive == "softmax"

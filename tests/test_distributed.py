@@ -10,6 +10,7 @@ written.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,8 +123,13 @@ def test_a_sigkill_then_a_resume_of_both_is_bitwise_the_uninterrupted_run(
     one_process, two_processes, tmp_path
 ):
     """Process 1 is killed inside the save of step 4; process 0 stops at once; both
-    restart and run steps 5-6, to the uninterrupted two-process run's parameters."""
+    restart and run steps 5-6, to the uninterrupted two-process run's parameters.
+
+    The run starts from the uninterrupted run's finished reference (its training by
+    two processes is `test_two_processes_train_as_one`'s): a reference directory that
+    holds a model is loaded, not trained again, so this test trains the learner alone."""
     out, paused = tmp_path / "two", tmp_path / "paused"
+    shutil.copytree(two_processes / "reference", out / "reference")
     procs = launch(out, pause={1: f"4:{paused}"})  # process 1 waits inside the save of step 4
     try:
         deadline = time.monotonic() + 300
@@ -143,7 +149,8 @@ def test_a_sigkill_then_a_resume_of_both_is_bitwise_the_uninterrupted_run(
     assert stopped_in < 30  # the lost connection stops it, well before the heartbeat times out
     assert [r["step"] for r in records(out)] == [1, 2, 3, 4]
     finish(launch(out), out)  # the same command again, on both
-    assert "resuming" in (tmp_path / "two-0.log").read_text()
+    log = (tmp_path / "two-0.log").read_text()
+    assert "resuming" in log and "training a reference" not in log
     for x, y in zip(learner_leaves(out), learner_leaves(two_processes), strict=True):
         np.testing.assert_array_equal(x, y)
     assert records(out) == records(two_processes)

@@ -203,6 +203,9 @@ def test_selection_flops_known_values_by_scope():
     assert count("blocked", scope="local", n_devices=4) == 4 * (
         2 * 32 * 32 * 8 + 2 * 2 * 32 * 16 * 8
     )
+    # block_d: the width is zero-padded to whole 16-wide slices, 8 -> 16, in both paths
+    block = BlockSizes(32, 16, block_d=16)
+    assert count("dense") == 2 * dense and count("blocked") == 2 * blocked
 
 
 def test_step_flops_passes_the_device_count_and_token_length():

@@ -8,17 +8,26 @@ import numpy as np
 import pytest
 
 from aced.kernels import (
+    GPU_BLOCKS,
+    PROGRAM_BUDGET_BYTES,
     BlockSizes,
     blocked_pair_score_sums,
     blocked_pair_score_sums_reference,
+    check_program_bytes,
+    default_blocks,
     fixed_point_bits,
     fixed_point_split,
     fixed_point_sum,
+    pair_scores,
+    program_bytes,
     resolve_interpret,
+    tile_logits,
     tiled_pair_score_diagonal,
     tiled_pair_scores,
 )
 from aced.kernels.fixed_point import MAX_FIXED_POINT_COUNT, fixed_point_error_bound
+from aced.kernels.pair_scores import compiled_blocks
+from aced.kernels.tiling import dot_nt, pad_width
 from aced.losses import sigmoid_pair_losses
 from aced.selection import PAIR_SCORES
 from aced.selection.checks import check_counts
@@ -53,14 +62,25 @@ def views(args, score: str):
     return entry.views(Embedded(*args[:4]), Embedded(*args[4:])), entry.combine
 
 
-blocks = st.sampled_from([BlockSizes(16, 16), BlockSizes(32, 16), BlockSizes(64, 32), None])
+# Tiles of the f32 products the reference computes (bf16: test_precision_* below), with
+# the width in one product and in block_d slices (d up to 43 spans up to three slices).
+blocks = st.sampled_from(
+    [
+        BlockSizes(16, 16),
+        BlockSizes(32, 16),
+        BlockSizes(64, 32),
+        BlockSizes(32, 16, block_d=16),
+        BlockSizes(16, 16, block_d=32),
+        None,
+    ]
+)
 
 
 @pytest.mark.parametrize("interpret", INTERPRET)
 @hypothesis.settings(max_examples=10)
 @hypothesis.given(
     n=st.integers(1, 90),
-    d=st.integers(1, 9),
+    d=st.integers(1, 40),
     data=st.data(),
     score=st.sampled_from(list(PAIR_SCORES)),
     block=blocks,
@@ -83,7 +103,7 @@ def test_kernel_matches_reference(interpret, n, d, data, score, block, seed, t, 
     np.testing.assert_allclose(cols, want_cols, rtol=1e-6, atol=atol)
     if interpret:
         # Through XLA the kernel and the tile-by-tile dense matrix agree bit for bit.
-        block = BlockSizes() if block is None else block
+        block = default_blocks(True) if block is None else block
         scores = tiled_pair_scores(score_views, combine, block)
         bits = fixed_point_bits(c)
         # One compile of the order-free sums per shape (eager ops compile one by one).
@@ -139,11 +159,87 @@ def test_fixed_point_split_is_exact(values, count):
         (dict(block_cols=48), "block_cols=48 must be a power of two"),
         (dict(block_rows=16, block_cols=32), "block_rows=16 must be a multiple of block_cols=32"),
         (dict(precision="fp8"), "precision='fp8' must be one of"),
+        (dict(block_d=24), r"block_d=24 must be 0 \(the whole width\) or a power of two >= 16"),
+        (dict(block_d=8), r"block_d=8 must be 0 .* power of two >= 16"),
     ],
 )
 def test_block_sizes_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BlockSizes(**kwargs)
+
+
+def test_block_d_tiles_the_width_in_order():
+    # 40 columns in 16-wide slices: zero-padded to 48, three products summed in order.
+    block = BlockSizes(16, 16, block_d=16)
+    assert block.width(40) == 48 and BlockSizes().width(40) == 40
+    assert block.d_slices(48) == [slice(0, 16), slice(16, 32), slice(32, 48)]
+    assert BlockSizes().d_slices(40) == [slice(0, 40)]
+    x, y = (
+        jnp.asarray(np.random.default_rng(s).standard_normal((16, 40)), jnp.float32) for s in (1, 2)
+    )
+    xp, yp = (pad_width(z, block) for z in (x, y))
+    got = tile_logits(lambda s: xp[:, s], lambda s: yp[:, s], 48, block)
+    want = sum(
+        (dot_nt(xp[:, s], yp[:, s]) for s in block.d_slices(48)[1:]), dot_nt(xp[:, :16], yp[:, :16])
+    )
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(
+        got, np.asarray(x, np.float64) @ np.asarray(y, np.float64).T, atol=1e-5
+    )
+    # The dense matrix on 16-wide slices is the same matrix, up to f32 rounding.
+    score_views, combine = views(models(3, 37, 40, 21, 12.0, -8.0), "learnability")
+    np.testing.assert_allclose(
+        tiled_pair_scores(score_views, combine, BlockSizes(32, 16, block_d=16)),
+        tiled_pair_scores(score_views, combine, BlockSizes(32, 16)),
+        rtol=1e-6,
+        atol=2e-5,
+    )
+
+
+def test_program_bytes_and_the_budget():
+    # BlockSizes() at D = 768 (two views): 4 * (2 * (2 * 576 * 768 + 2 * 512 * 64) + 4 * 512).
+    assert program_bytes(BlockSizes(), (768, 768)) == 7_610_368
+    # GPU_BLOCKS hold the same at any width: 4 * (2 * (2 * 96 * 64 + 2 * 64 * 32) + 4 * 64).
+    for widths in [(64, 64), (256, 1152), (1152, 1152)]:
+        assert program_bytes(GPU_BLOCKS, widths) == 132_096 <= PROGRAM_BUDGET_BYTES
+        check_program_bytes(GPU_BLOCKS, widths)
+    with pytest.raises(ValueError, match=r"7,610,368 bytes .* budget of 196,608.*block_d=64"):
+        check_program_bytes(BlockSizes(), (768, 768))
+    # A compiled kernel takes block_d=0 to one power-of-two slice and checks the budget.
+    assert compiled_blocks(BlockSizes(16, 16), (3, 40)) == BlockSizes(16, 16, block_d=64)
+    with pytest.raises(ValueError, match="over the budget"):
+        compiled_blocks(BlockSizes(), (256, 1152))
+    assert default_blocks(True) == BlockSizes() and default_blocks(False) == GPU_BLOCKS
+
+
+@pytest.mark.parametrize("widths", [(256, 1152)])
+def test_compiled_kernel_lowers_for_an_nvidia_gpu_at_real_sizes(widths):
+    # Lowered from CPU for CUDA (no GPU needed): one Triton call, one program per row tile.
+    entry = PAIR_SCORES["learnability"]
+    size, chunk = 65_536, 819
+
+    def sums(z_learner, z_reference, t, ids):
+        learner, reference = (
+            Embedded(z_learner, z_learner, t, t),
+            Embedded(z_reference, z_reference, t, t),
+        )
+        score_views = entry.views(learner, reference)
+        return pair_scores._pair_score_sums(score_views, entry.combine, ids, GPU_BLOCKS, False)
+
+    spec = jax.ShapeDtypeStruct
+    lowered = (
+        jax.jit(sums)
+        .trace(
+            spec((size, widths[0]), jnp.float32),
+            spec((size, widths[1]), jnp.float32),
+            spec((), jnp.float32),
+            spec((chunk,), jnp.int32),
+        )
+        .lower(lowering_platforms=("cuda",))
+    )
+    text = lowered.as_text()
+    assert text.count("xla.gpu.triton") == 1
+    assert f"grid_x = {size // GPU_BLOCKS.block_rows} " in text
 
 
 def test_bad_arguments_are_rejected():

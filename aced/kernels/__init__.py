@@ -9,30 +9,42 @@ from aced.kernels.fixed_point import fixed_point_bits, fixed_point_split, fixed_
 from aced.kernels.pair_scores import (
     blocked_pair_score_sums,
     blocked_pair_score_sums_reference,
+    default_blocks,
     resolve_interpret,
 )
 from aced.kernels.tiling import (
+    GPU_BLOCKS,
     PRECISIONS,
+    PROGRAM_BUDGET_BYTES,
     BlockSizes,
     Combine,
     Precision,
+    check_program_bytes,
     pair_losses_tile,
+    program_bytes,
+    tile_logits,
     tiled_pair_score_diagonal,
     tiled_pair_scores,
 )
 
 __all__ = [
+    "GPU_BLOCKS",
     "PRECISIONS",
+    "PROGRAM_BUDGET_BYTES",
     "BlockSizes",
     "Precision",
     "Combine",
     "blocked_pair_score_sums",
     "blocked_pair_score_sums_reference",
+    "check_program_bytes",
+    "default_blocks",
     "resolve_interpret",
     "fixed_point_bits",
     "fixed_point_split",
     "fixed_point_sum",
     "pair_losses_tile",
+    "program_bytes",
+    "tile_logits",
     "tiled_pair_score_diagonal",
     "tiled_pair_scores",
 ]

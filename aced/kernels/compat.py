@@ -27,6 +27,16 @@ def triton_compiler_params(num_warps: int, num_stages: int) -> Any:
     Since JAX 0.7 ``pallas_call`` picks Mosaic GPU unless given Triton's
     ``CompilerParams`` (earlier releases named it ``TritonCompilerParams``).
     Returns ``None`` where the Triton module is absent.
+
+    Why not Mosaic GPU (found by lowering the kernel for it from the CPU with
+    jax 0.10.2): it copies whole ``BlockSpec`` blocks to shared memory, so
+    the chunk arrays (c_pad x D) alone ask for 0.8-3.7 MB against 232,448
+    bytes; its lane-level lowering has no rule for ``dot_general`` (products
+    go through ``plgpu.wgmma`` on shared-memory tiles, with a sequential grid
+    and scratch accumulators) nor for ``log1p``; its resource estimation
+    rejects the ``custom_jvp`` of ``jax.nn.log_sigmoid``; and JAX recommends
+    ``plgpu.kernel`` over ``pallas_call`` for it. A Mosaic GPU kernel is a
+    rewrite around those primitives, not a change of parameters.
     """
     try:
         from jax.experimental.pallas import triton as pl_triton

@@ -10,6 +10,15 @@ over column tiles of the chunk, each tile two (block_rows, D) x (D,
 block_cols) products per view, combined into scores by the score's `combine`
 function (a static argument, as Pallas' attention op takes ``causal``).
 
+Memory per program: each inner step loads a ``block_d``-wide slice of its
+row tile and chunk tile at a time and accumulates the tile's logits over the
+slices (`aced.kernels.tiling.tile_logits`), so a program holds
+`aced.kernels.tiling.program_bytes` of tiles, independent of the chunk's
+length and, with ``block_d`` set, of the width D. A compiled kernel checks
+this against `PROGRAM_BUDGET_BYTES` (a ValueError names smaller blocks) and
+uses `GPU_BLOCKS` unless told otherwise; the chunk and row arrays stay in
+device memory and are indexed per step.
+
 Every tile comes from `aced.kernels.tiling.pair_losses_tile`, and the sums are
 exact (`aced.kernels.fixed_point`), so the kernel reproduces the dense path
 bit for bit wherever it runs through XLA. With ``c`` terms the fraction keeps
@@ -22,6 +31,7 @@ small kernel body, a jitted wrapper that builds the grid and `BlockSpec`s, and
 `blocked_pair_score_sums_reference` in plain ``jnp``.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -32,7 +42,17 @@ from jaxtyping import Array, Float, Int, jaxtyped
 
 from aced.kernels import compat
 from aced.kernels.fixed_point import fixed_point_bits, fixed_point_split, fixed_point_value
-from aced.kernels.tiling import BlockSizes, Combine, as_f32, pad_rows, pair_losses_tile
+from aced.kernels.tiling import (
+    GPU_BLOCKS,
+    BlockSizes,
+    Combine,
+    as_f32,
+    check_program_bytes,
+    pad_rows,
+    pad_width,
+    pair_losses_tile,
+    tile_logits,
+)
 from aced.losses import sigmoid_pair_losses
 from aced.types import Embedded, check_views
 
@@ -42,25 +62,24 @@ def _sums_kernel(
     *refs,
     n_views: int,
     combine: Combine,
-    block_cols: int,
+    block: BlockSizes,
     n_col_tiles: int,
     frac_bits: int,
-    precision: str,
 ):
     """One row tile: loop over the chunk's column tiles, accumulate int32 sums.
 
     refs: per view (zimg rows, ztxt rows) as (block_rows, D); per view (zimg
     chunk, ztxt chunk) as (c_pad, D); chunk ids (c_pad,); then the outputs
-    row_hi, row_lo, col_hi, col_lo, each (block_rows,).
+    row_hi, row_lo, col_hi, col_lo, each (block_rows,). Each inner step loads
+    only ``block_d``-wide slices of its row and chunk tiles (`tile_logits`).
     """
     row_refs = refs[: 2 * n_views]
     chunk_refs = refs[2 * n_views : 4 * n_views]
     ids_ref = refs[4 * n_views]
     row_hi_ref, row_lo_ref, col_hi_ref, col_lo_ref = refs[4 * n_views + 1 :]
 
-    block_rows = row_refs[0].shape[0]
+    block_rows, block_cols = row_refs[0].shape[0], block.block_cols
     row_ids = pl.program_id(0) * block_rows + jax.lax.broadcasted_iota(jnp.int32, (block_rows,), 0)
-    rows = [(row_refs[2 * m][...], row_refs[2 * m + 1][...]) for m in range(n_views)]
     temps = [(params_ref[2 * m], params_ref[2 * m + 1]) for m in range(n_views)]
 
     def body(j, acc):
@@ -69,15 +88,19 @@ def _sums_kernel(
         valid = (col_ids >= 0)[None, :]
         losses_row, losses_col = [], []
         for m in range(n_views):
-            zimg_chunk, ztxt_chunk = chunk_refs[2 * m][cols, :], chunk_refs[2 * m + 1][cols, :]
+            zimg_rows, ztxt_rows = row_refs[2 * m], row_refs[2 * m + 1]
+            zimg_chunk, ztxt_chunk = chunk_refs[2 * m], chunk_refs[2 * m + 1]
+            width = zimg_rows.shape[1]
             # S[k, q]: image k (row) against text q (chunk).
-            losses_row.append(
-                pair_losses_tile(rows[m][0], ztxt_chunk, *temps[m], row_ids, col_ids, precision)
+            logits = tile_logits(
+                lambda s, r=zimg_rows: r[:, s], lambda s, c=ztxt_chunk: c[cols, s], width, block
             )
+            losses_row.append(pair_losses_tile(logits, *temps[m], row_ids, col_ids))
             # S[q, k]: image q (chunk) against text k (row), as <ztxt_k, zimg_q>.
-            losses_col.append(
-                pair_losses_tile(rows[m][1], zimg_chunk, *temps[m], row_ids, col_ids, precision)
+            logits = tile_logits(
+                lambda s, r=ztxt_rows: r[:, s], lambda s, c=zimg_chunk: c[cols, s], width, block
             )
+            losses_col.append(pair_losses_tile(logits, *temps[m], row_ids, col_ids))
         s_row = combine(*losses_row)  # (block_rows, block_cols)
         s_col = combine(*losses_col)
         parts = (
@@ -94,6 +117,16 @@ def _sums_kernel(
     col_lo_ref[...] = col_lo
 
 
+def compiled_blocks(block: BlockSizes, widths: tuple[int, ...]) -> BlockSizes:
+    """`block` as a compiled kernel runs it: with ``block_d=0``, one slice of the
+    widest width rounded up to a power of two (>= 16), since Triton loads need
+    power-of-two shapes; checked against `PROGRAM_BUDGET_BYTES`."""
+    if not block.block_d:
+        block = dataclasses.replace(block, block_d=max(16, pl.next_power_of_2(max(widths))))
+    check_program_bytes(block, widths)
+    return block
+
+
 @functools.partial(jax.jit, static_argnames=("combine", "block", "interpret"))
 def _pair_score_sums(
     views: tuple[Embedded, ...],
@@ -103,6 +136,8 @@ def _pair_score_sums(
     interpret: bool,
 ) -> tuple[Array, Array]:
     n = views[0].zimg.shape[0]
+    if not interpret:
+        block = compiled_blocks(block, tuple(v.zimg.shape[1] for v in views))
     block_rows, block_cols = block.block_rows, block.block_cols
     n_row_tiles = pl.cdiv(n, block_rows)
     n_col_tiles = pl.cdiv(chunk.shape[0], block_cols)
@@ -112,11 +147,8 @@ def _pair_score_sums(
 
     row_arrays, chunk_arrays, params = [], [], []
     for view in map(as_f32, views):
-        zimg, ztxt = view.zimg, view.ztxt
-        if not interpret:
-            # Triton loads need power-of-two widths; zero columns leave dots unchanged.
-            width = pl.next_power_of_2(zimg.shape[1])
-            zimg, ztxt = (jnp.pad(z, ((0, 0), (0, width - z.shape[1]))) for z in (zimg, ztxt))
+        # Zero columns up to whole block_d slices leave every product unchanged.
+        zimg, ztxt = pad_width(view.zimg, block), pad_width(view.ztxt, block)
         row_arrays += [pad_rows(z, n_row_tiles * block_rows) for z in (zimg, ztxt)]
         chunk_arrays += [pad_rows(z[chunk], n_col_tiles * block_cols) for z in (zimg, ztxt)]
         params += [view.t, view.b]
@@ -133,12 +165,12 @@ def _pair_score_sums(
         _sums_kernel,
         n_views=len(views),
         combine=combine,
-        block_cols=block_cols,
+        block=block,
         n_col_tiles=n_col_tiles,
         frac_bits=frac_bits,
-        precision=block.precision,
     )
-    on_gpu = not interpret and jax.default_backend() == "gpu"
+    # Triton's parameters whenever the kernel is compiled for (or lowered to) a GPU.
+    on_gpu = not interpret and jax.default_backend() != "tpu"
     row_hi, row_lo, col_hi, col_lo = pl.pallas_call(
         kernel,
         out_shape=[jax.ShapeDtypeStruct((n_row_tiles * block_rows,), jnp.int32)] * 4,
@@ -155,6 +187,12 @@ def _pair_score_sums(
     row_sums = fixed_point_value(row_hi, row_lo, frac_bits)[:n]
     col_sums = fixed_point_value(col_hi, col_lo, frac_bits)[:n]
     return row_sums, col_sums
+
+
+def default_blocks(interpret: bool) -> BlockSizes:
+    """The tiles used when none are given: `BlockSizes()` in the interpreter,
+    `GPU_BLOCKS` (within `PROGRAM_BUDGET_BYTES`) compiled."""
+    return BlockSizes() if interpret else GPU_BLOCKS
 
 
 def resolve_interpret(interpret: bool | None) -> bool:
@@ -182,7 +220,8 @@ def blocked_pair_score_sums(
     - `combine`: per-pair losses of each view -> pair scores, elementwise
       (e.g. ``aced.selection.PAIR_SCORES["learnability"].combine``); static.
     - `chunk`: global indices q of the chunk's examples, in [0, B).
-    - `block`: tile sizes and the products' precision (default `BlockSizes()`).
+    - `block`: tile sizes and the products' precision (default:
+      `default_blocks`, `BlockSizes()` interpreted, `GPU_BLOCKS` compiled).
     - `interpret`: run the kernel in the Pallas interpreter (the only mode on
       CPU); ``False`` compiles it (Triton on GPU); ``None`` (the default):
       `resolve_interpret`, the interpreter on CPU and compiled elsewhere.
@@ -199,7 +238,7 @@ def blocked_pair_score_sums(
     if not isinstance(chunk, jax.core.Tracer):
         if chunk.size and (int(chunk.min()) < 0 or int(chunk.max()) >= n):
             raise ValueError(f"chunk indices must lie in [0, B={n})")
-    block = BlockSizes() if block is None else block
+    block = default_blocks(interpret) if block is None else block
     return _pair_score_sums(tuple(views), combine, chunk, block, interpret)
 
 

@@ -15,6 +15,7 @@ from jaxtyping import Array, Int, PRNGKeyArray, jaxtyped
 from aced.kernels import (
     BlockSizes,
     blocked_pair_score_sums,
+    default_blocks,
     resolve_interpret,
     tiled_pair_score_diagonal,
 )
@@ -73,7 +74,9 @@ def joint_select_blocked(
       embeddings and temperature/bias must be finite (a ValueError eagerly, an
       `eqx.error_if` failure under `jit`).
     - `score`: a name of `aced.selection.PAIR_SCORES` or a `PairScore`.
-    - `block`: kernel tile sizes and product precision (default `BlockSizes()`).
+    - `block`: kernel tile sizes and product precision (default
+      `aced.kernels.default_blocks`: `BlockSizes()` interpreted, `GPU_BLOCKS`
+      compiled).
     - `interpret`: run the kernel in the Pallas interpreter (the only mode on
       CPU); ``False`` compiles it for the GPU; ``None`` (the default): the
       interpreter on CPU, compiled elsewhere (`aced.kernels.resolve_interpret`).
@@ -90,9 +93,9 @@ def joint_select_blocked(
     check_counts(learner.zimg.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
     learner = jax.tree.map(lambda x: check_finite(x, "learner embeddings, t and b"), learner)
     reference = jax.tree.map(lambda x: check_finite(x, "reference embeddings, t and b"), reference)
-    block = BlockSizes() if block is None else block
-    views = entry.views(learner, reference)
     interpret = resolve_interpret(interpret)
+    block = default_blocks(interpret) if block is None else block
+    views = entry.views(learner, reference)
     return _joint_select_blocked(
         key, views, entry.combine, n_select, n_chunks, block, interpret, rule
     )

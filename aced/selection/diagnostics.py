@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from beartype import beartype as typechecker
 from jaxtyping import Array, Float, Int, jaxtyped
 
-from aced.kernels import BlockSizes
+from aced.kernels import BlockSizes, default_blocks, resolve_interpret
 from aced.selection.blocked import blocked_terms
 from aced.selection.jest import ChunkSums, SelectionRule, dense_terms, selection_rule
 from aced.selection.scores import PairScore, pair_score, score_matrix
@@ -40,9 +40,10 @@ def selection_terms(
     block: BlockSizes | None = None,
     interpret: bool | None = None,
 ) -> tuple[Float[Array, " B"], ChunkSums]:
-    """The diagonal ``S_kk`` and the `ChunkSums` that the selection read (dense or blocked)."""
+    """The diagonal ``S_kk`` and the `ChunkSums` that the selection read (dense or blocked);
+    `block` defaults as in `joint_select_blocked` (`aced.kernels.default_blocks`)."""
     entry = pair_score(score)
-    block = BlockSizes() if block is None else block
+    block = default_blocks(resolve_interpret(interpret)) if block is None else block
     if blocked:
         return blocked_terms(entry.views(learner, reference), entry.combine, block, interpret)
     return dense_terms(score_matrix(learner, reference, entry, block=block), n_select, n_chunks)

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from aced.kernels import BlockSizes, Precision
+from aced.kernels import BlockSizes, Precision, default_blocks, resolve_interpret
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
@@ -70,14 +70,22 @@ class SelectionConfig:
         "(false: GPU / TPU), or none: the interpreter on CPU, compiled elsewhere",
         default=None,
     )
-    block_rows: int = help_field(
+    block_rows: int | None = help_field(
         "rows of the pair-score tiles (a power of two >= 16 and a multiple of block_cols): "
-        "the kernel's grid step; the dense path computes on the same tiles",
-        default=512,
+        "the kernel's grid step; the dense path computes on the same tiles; none: 512 in "
+        "the Pallas interpreter, 64 compiled (aced.kernels.default_blocks)",
+        default=None,
     )
-    block_cols: int = help_field(
-        "columns of the pair-score tiles (a power of two >= 16): the kernel's inner step",
-        default=64,
+    block_cols: int | None = help_field(
+        "columns of the pair-score tiles (a power of two >= 16): the kernel's inner step; "
+        "none: 64 in the interpreter, 32 compiled",
+        default=None,
+    )
+    block_d: int | None = help_field(
+        "embedding columns per pair-score product (0 or a power of two >= 16): each tile's "
+        "logits sum the products of block_d-wide slices of the width; 0: the whole width in "
+        "one product; none: 0 in the interpreter, 64 compiled",
+        default=None,
     )
     precision: Precision = help_field(
         "precision of the pair-score products: highest (f32), tf32 (XLA's default: TF32 on "
@@ -99,14 +107,26 @@ class SelectionConfig:
             raise ValueError(f"score_image_size={self.score_image_size} must be >= 0 (0: off)")
         if self.n_chunks < 1:
             raise ValueError(f"n_chunks={self.n_chunks} must be >= 1")
-        try:
-            self.block_sizes()
+        try:  # valid for the interpreter and for the compiled kernel alike
+            self.block_sizes(interpret=True), self.block_sizes(interpret=False)
         except ValueError as e:
             raise ValueError(f"step.selection: {e}") from None
 
-    def block_sizes(self) -> BlockSizes:
-        """The pair-score tiles (and their products' precision) both selection paths use."""
-        return BlockSizes(self.block_rows, self.block_cols, self.precision)
+    def block_sizes(self, interpret: bool | None = None) -> BlockSizes:
+        """The pair-score tiles (and their products' precision) both selection paths use.
+
+        Fields left at ``None`` take `aced.kernels.default_blocks` for the
+        kernel's mode: `interpret`, or for ``None`` this config's `interpret`
+        resolved (`aced.kernels.resolve_interpret`: the interpreter on CPU).
+        """
+        mode = resolve_interpret(self.interpret) if interpret is None else interpret
+        base = default_blocks(mode)
+        return BlockSizes(
+            base.block_rows if self.block_rows is None else self.block_rows,
+            base.block_cols if self.block_cols is None else self.block_cols,
+            self.precision,
+            base.block_d if self.block_d is None else self.block_d,
+        )
 
     def implementation_for(self, n: int) -> str:
         """``dense`` or ``blocked``: how a joint selection over n examples runs."""
