@@ -366,3 +366,22 @@ def test_damaged_checkpoint_stops_the_resume(iid_run, tmp_path):
         CheckpointError, match=r"checkpoints/4 cannot be restored.*older step \(2\)"
     ):
         train(micro_run(tmp_path / "run", 6))
+
+
+def test_tensorboard_writer_is_imported_without_torch_and_torch_still_imports():
+    # A fresh process: tensorboardX imports torch wherever it is installed, unless aced
+    # keeps it out (aced.train.logs.summary_writer_class); torch itself stays importable.
+    probe = (
+        "import importlib.util, sys\n"
+        "from aced.train.logs import summary_writer_class\n"
+        "writer = summary_writer_class()\n"
+        "assert writer.__name__ == 'SummaryWriter' and 'torch' not in sys.modules\n"
+        "if importlib.util.find_spec('torch'):\n"
+        "    import torch\n"
+        "    assert sys.modules['torch'] is torch\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

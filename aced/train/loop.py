@@ -7,6 +7,10 @@
   one and none is given); optionally the reference's embeddings of every
   example (``step.reference_embeddings="cached"``), computed with the
   reference's own image size, channels and tokenizer;
+- loads and shards the next super-batch on one input thread while the
+  current step computes (in order, so the batches are those of a plain
+  loop; a checkpoint records the iterator's state after the batch its step
+  trained on);
 - runs the jitted step with a tqdm bar (loss, examples/s, ETA), writes
   ``metrics.jsonl`` and TensorBoard events (`aced.train.logs`), every record
   carrying the cumulative training FLOPs (``flops_cumulative``: every step's
@@ -28,6 +32,7 @@ import math
 import pathlib
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -168,8 +173,8 @@ def train(run: RunConfig) -> dict[str, Any]:
     manager = open_checkpoints(out, keep=run.train.keep_checkpoints)
     log = MetricsLog(out, start)
 
-    def meta(metrics: dict[str, float]) -> dict[str, Any]:
-        every = data_states(batches.state)  # a collective: every process saves
+    def meta(metrics: dict[str, float], data_state: IteratorState) -> dict[str, Any]:
+        every = data_states(data_state)  # a collective: every process saves
         return {
             "data": every[0],
             "data_per_process": every,
@@ -212,15 +217,26 @@ def train(run: RunConfig) -> dict[str, Any]:
         disable=not (run.train.progress and main_process),
         dynamic_ncols=True,
     )
+
+    def load() -> tuple[dict, Any, IteratorState]:
+        """The next super-batch, and the iterator's state after it (what a checkpoint saves)."""
+        rows = next(batches)
+        return rows, super_batch(rows, mesh, cache), batches.state
+
+    # One input thread loads (and shards) the next super-batch while a step computes,
+    # in order: the batches, and so the run, are those of loading them one by one.
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-input")
     try:
         with StopRequest() as stop:
+            upcoming = loader.submit(load) if step < run.train.steps else None
             while step < run.train.steps:
-                rows = next(batches)
-                batch = super_batch(rows, mesh, cache)
+                rows, batch, data_state = upcoming.result()
+                if step + 1 < run.train.steps:
+                    upcoming = loader.submit(load)
                 before = state.learner  # the learner that selected, for the diagnostics
                 state, metrics, chosen = step_fn(state, batch, frozen)
                 step += 1
-                host = {k: float(v) for k, v in metrics.items()}
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 flops_total += host.get("flops", 0.0)
                 window_steps += 1
                 if not all(math.isfinite(v) for v in host.values()):
@@ -246,7 +262,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                     evaluate_now(step)
                 stopping = any_process(stop.signal is not None)  # all processes stop together
                 if step % run.train.checkpoint_every == 0 or step == run.train.steps or stopping:
-                    save_checkpoint(manager, state, meta(host))
+                    save_checkpoint(manager, state, meta(host, data_state))
                     last_saved = step
                 if stopping:
                     interrupted = True
@@ -257,6 +273,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                     break
         scores = {} if interrupted else evaluate_now(step)
     finally:
+        loader.shutdown(cancel_futures=True)
         bar.close()
         log.close()
         manager.close()

@@ -1,0 +1,146 @@
+"""What the ``aced train`` loop costs beyond its step: loop examples/s against the bare step's.
+
+    python benchmarks/loop_overhead.py --out benchmarks/results/loop_overhead.json
+    python benchmarks/loop_overhead.py --quick     # a smoke run: 1 repeat, 40 steps
+
+For each method (``iid``, and ``acid`` with its reference trained first for a
+few steps), one run of `aced.train.loop.train` on the method's preset (the
+built-in data, the preset's logging every 10 steps and its checkpoints, here
+every 50 steps so that they fall inside the timing) is timed from the dispatch
+of the step after its first log (step 11) to the dispatch of its last:
+everything the loop does between steps (loading and sharding the next
+super-batch, reading the metrics, logging, the selection diagnostics,
+checkpoints) is inside; the one-off compilations (the step's, the
+diagnostics' at the first log) and the final evaluation are not. Then the same
+compiled step runs the same number of steps back to back on the run's last
+super-batch, with one host synchronisation at the end: the bare step. The
+two alternate ``--repeats`` times; the JSON has each timing, the medians, and
+the overhead: the median over the repeats of ``1 - loop / bare``, each loop
+run against the bare run right after it (a shared machine's load drifts).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+from aced.train import loop  # noqa: E402
+from aced.train.config import apply_overrides, preset  # noqa: E402
+
+REFERENCE = ["reference.train_steps=10"]  # its quality does not matter here, only its shape
+
+
+def timed_run(method: str, steps: int, out_dir: pathlib.Path) -> tuple[float, float, int]:
+    """(loop examples/s, bare examples/s, super-batch size) of one run of `method`."""
+    calls: list[float] = []
+    captured: dict = {}
+    real = loop.compiled_step
+
+    def recording(config, mesh):
+        step = real(config, mesh)
+
+        def run(state, batch, reference):
+            calls.append(time.perf_counter())
+            captured.update(state=state, batch=batch, reference=reference)
+            return step(state, batch, reference)
+
+        captured["step"] = step
+        return run
+
+    overrides = [
+        f"train.steps={steps}",
+        "train.checkpoint_every=50",
+        f"train.out_dir={out_dir}",
+        "train.progress=false",
+        *REFERENCE,
+    ]
+    run = apply_overrides(preset(method), overrides)
+    loop.compiled_step = recording
+    try:
+        loop.train(run)
+    finally:
+        loop.compiled_step = real
+    # The learner's steps (a reference trained first comes before), from the one after
+    # the first log: the diagnostics' and the first checkpoint's one-off compilations
+    # fall before it.
+    calls = calls[-steps:][run.train.log_every :]
+    size = run.data.super_batch_size
+    loop_rate = size * (len(calls) - 1) / (calls[-1] - calls[0])
+
+    step, state = captured["step"], captured["state"]
+    batch, reference = captured["batch"], captured["reference"]
+    n = len(calls) - 1
+    jax.block_until_ready(step(state, batch, reference))  # warm: compiled already
+    start = time.perf_counter()
+    for _ in range(n):
+        state, metrics, _ = step(state, batch, reference)
+    jax.block_until_ready((state, metrics))
+    bare_rate = size * n / (time.perf_counter() - start)
+    return loop_rate, bare_rate, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["iid", "acid"])
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 repeat of 40 steps")
+    parser.add_argument("--out", type=pathlib.Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats = 40, 1
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = {m: {"loop": [], "bare": []} for m in args.methods}
+        sizes = {}
+        for repeat in range(args.repeats):
+            for method in args.methods:
+                out = pathlib.Path(tmp) / f"{method}-{repeat}"
+                loop_rate, bare_rate, sizes[method] = timed_run(method, args.steps, out)
+                timings[method]["loop"].append(loop_rate)
+                timings[method]["bare"].append(bare_rate)
+                print(f"{method} repeat {repeat}: loop {loop_rate:.0f} ex/s, bare {bare_rate:.0f}")
+        for method, t in timings.items():
+            loop_rate, bare_rate = statistics.median(t["loop"]), statistics.median(t["bare"])
+            # Each loop run against the bare run right after it: a paired ratio per repeat.
+            paired = [1 - a / b for a, b in zip(t["loop"], t["bare"], strict=True)]
+            rows.append(
+                {
+                    "method": method,
+                    "super_batch": sizes[method],
+                    "loop_examples_per_s": loop_rate,
+                    "bare_examples_per_s": bare_rate,
+                    "overhead": statistics.median(paired),
+                    "overhead_per_repeat": paired,
+                    "timings": t,
+                }
+            )
+    print(f"{'method':8} {'loop ex/s':>10} {'bare ex/s':>10} {'overhead':>9}")
+    for r in rows:
+        print(
+            f"{r['method']:8} {r['loop_examples_per_s']:10.0f} {r['bare_examples_per_s']:10.0f} "
+            f"{100 * r['overhead']:8.1f}%"
+        )
+    if args.out:
+        record = {
+            "rows": rows,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "machine": f"{platform.machine()} {os.cpu_count()} cores",
+            "jax": jax.__version__,
+            "load_average": os.getloadavg(),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
