@@ -206,9 +206,11 @@ def test_program_bytes_and_the_budget():
     with pytest.raises(ValueError, match=r"7,610,368 bytes .* budget of 196,608.*block_d=64"):
         check_program_bytes(BlockSizes(), (768, 768))
     # A compiled kernel takes block_d=0 to one power-of-two slice and checks the budget.
-    assert compiled_blocks(BlockSizes(16, 16), (3, 40)) == BlockSizes(16, 16, block_d=64)
+    assert compiled_blocks(BlockSizes(16, 16), (3, 40), True) == BlockSizes(16, 16, block_d=64)
     with pytest.raises(ValueError, match="over the budget"):
-        compiled_blocks(BlockSizes(), (256, 1152))
+        compiled_blocks(BlockSizes(), (256, 1152), True)
+    # On a TPU (on_gpu False) the GPU's budget is not applied.
+    assert compiled_blocks(BlockSizes(), (256, 1152), False) == BlockSizes(block_d=2048)
     assert default_blocks(True) == BlockSizes() and default_blocks(False) == GPU_BLOCKS
 
 

@@ -117,13 +117,15 @@ def _sums_kernel(
     col_lo_ref[...] = col_lo
 
 
-def compiled_blocks(block: BlockSizes, widths: tuple[int, ...]) -> BlockSizes:
+def compiled_blocks(block: BlockSizes, widths: tuple[int, ...], on_gpu: bool) -> BlockSizes:
     """`block` as a compiled kernel runs it: with ``block_d=0``, one slice of the
     widest width rounded up to a power of two (>= 16), since Triton loads need
-    power-of-two shapes; checked against `PROGRAM_BUDGET_BYTES`."""
+    power-of-two shapes; on a GPU checked against `PROGRAM_BUDGET_BYTES` (a
+    TPU's vector memory is another budget, not checked here)."""
     if not block.block_d:
         block = dataclasses.replace(block, block_d=max(16, pl.next_power_of_2(max(widths))))
-    check_program_bytes(block, widths)
+    if on_gpu:
+        check_program_bytes(block, widths)
     return block
 
 
@@ -136,8 +138,10 @@ def _pair_score_sums(
     interpret: bool,
 ) -> tuple[Array, Array]:
     n = views[0].zimg.shape[0]
+    # Triton's parameters whenever the kernel is compiled for (or lowered to) a GPU.
+    on_gpu = not interpret and jax.default_backend() != "tpu"
     if not interpret:
-        block = compiled_blocks(block, tuple(v.zimg.shape[1] for v in views))
+        block = compiled_blocks(block, tuple(v.zimg.shape[1] for v in views), on_gpu)
     block_rows, block_cols = block.block_rows, block.block_cols
     n_row_tiles = pl.cdiv(n, block_rows)
     n_col_tiles = pl.cdiv(chunk.shape[0], block_cols)
@@ -169,8 +173,6 @@ def _pair_score_sums(
         n_col_tiles=n_col_tiles,
         frac_bits=frac_bits,
     )
-    # Triton's parameters whenever the kernel is compiled for (or lowered to) a GPU.
-    on_gpu = not interpret and jax.default_backend() != "tpu"
     row_hi, row_lo, col_hi, col_lo = pl.pallas_call(
         kernel,
         out_shape=[jax.ShapeDtypeStruct((n_row_tiles * block_rows,), jnp.int32)] * 4,
