@@ -51,7 +51,7 @@ class BlockSizes:
     for block shapes), `block_rows` a multiple of `block_cols`, and `block_d`
     0 or a power of two >= 16. The defaults suit interpret mode on CPU, where
     tall row tiles amortise the per-step cost (measured with
-    ``benchmarks/selection.py``). A compiled program holds
+    ``benchmarks/selection.py``). A program compiled for a GPU holds
     `program_bytes` of tiles, which must fit `PROGRAM_BUDGET_BYTES`;
     `GPU_BLOCKS` does at any width. The diagonal costs ``B * block_rows * D``
     multiply-adds per model, so very tall tiles make it dearer.
@@ -86,7 +86,7 @@ class BlockSizes:
         return [slice(start, start + step) for start in range(0, d, step)]
 
 
-# Per-program memory a compiled kernel may hold in tiles: a little under the
+# Per-program memory a kernel compiled for a GPU may hold in tiles: a little under the
 # 227 KiB of shared memory per block of an H100/H200 (232,448 bytes), leaving
 # room for the compiler's own scratch.
 PROGRAM_BUDGET_BYTES = 192 * 1024
