@@ -20,9 +20,9 @@ import os
 import shutil
 import tempfile
 
-from xla_flags import fast_compile, xla_flags  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+from xla_flags import fast_compile, with_suite_flags  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
+os.environ["XLA_FLAGS"] = with_suite_flags(os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="aced-xla-cache-")

@@ -12,10 +12,12 @@ The record's history, and how it is made, are in ``tests/behaviour.py``.
 """
 
 import json
+import os
 import pathlib
 
 import pytest
 from behaviour import NORM_RTOL, PORTABLE_RTOL, cases, machine, run_case, smoke_record
+from xla_flags import with_suite_flags
 
 from aced.train.config import preset
 
@@ -72,3 +74,14 @@ def test_off_the_recording_machine_rounding_passes_and_a_change_fails():
     with pytest.raises(AssertionError):
         far = {**rounded, "norm": want["norm"] * (1 + 10 * NORM_RTOL)}
         assert_reproduces(far, want, "metrics", same_machine=False)
+
+
+def test_the_suite_flags_are_set_once_in_every_process():
+    """An xdist worker inherits the session's XLA_FLAGS and sets them again: each flag must
+    appear once, or `machine()` differs from the record's and the bit-for-bit checks above
+    silently fall back to the portable tolerances."""
+    flags = os.environ["XLA_FLAGS"].split()
+    assert len(flags) == len(set(flags))
+    once = with_suite_flags("--xla_dump_to=x", 4)
+    assert with_suite_flags(once, 4) == once
+    assert with_suite_flags("--xla_dump_to=x", 4).split()[0] == "--xla_dump_to=x"

@@ -1,6 +1,7 @@
 """The training loop: logs, checkpoints, exact resume (also after SIGKILL), SIGINT, NaN, references, bad input."""
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -29,7 +30,7 @@ from aced.train.checkpoint import (
 )
 from aced.train.config import RunConfig, apply_overrides, preset
 from aced.train.learners import load_learner, template_state
-from aced.train.logs import TrainingDiverged
+from aced.train.logs import TrainingDiverged, check_finite
 from aced.train.loop import train
 from aced.train.reference import cache_reference_embeddings, check_reference
 from aced.train.sharding import default_mesh
@@ -242,6 +243,18 @@ def test_nan_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monk
     assert checkpoint_steps(tmp_path) == [2]
     assert not (tmp_path / "model").exists()
     assert records(tmp_path)[-1]["step"] == 3  # the bad step is logged for diagnosis
+
+
+def test_non_finite_scores_with_finite_losses_name_the_embeddings():
+    """The train step does not reject non-finite selection inputs itself (a host callback
+    would keep it out of the compilation cache): their scores stop the run here."""
+    metrics = {"loss/total": 1.0, "score/all_mean": math.nan, "score/selected_mean": 0.5}
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"step 5: score/all_mean is nan \(the learnability scores.*reference's "
+        r"embeddings are not finite.*No checkpoint",
+    ):
+        check_finite(metrics, 5, "No checkpoint was saved before.")
 
 
 @pytest.mark.slow

@@ -260,3 +260,45 @@ def test_step_flops_match_xla_cost_analysis(method):
     assert (analytic["scoring_reference"] > 0) == (method == "aced")
     print(f"{method}: XLA / analytic = {xla / analytic['total']:.4f}")
     assert abs(xla - analytic["total"]) <= 0.05 * analytic["total"], (xla, analytic)
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        dict(implementation="dense"),
+        dict(implementation="blocked"),
+        dict(implementation="dense", scope="local"),
+        dict(rule="independent", n_chunks=1),
+    ],
+    ids=["dense", "blocked", "local", "independent"],
+)
+def test_selection_in_the_step_is_cacheable_and_non_finite_scores_show_in_its_metrics(
+    models, batch, selection
+):
+    """No host callback in the program that selects (JAX's persistent compilation cache
+    never stores one that holds a callback, so every run would compile its step again);
+    a non-finite reference embedding instead makes the step's score metrics non-finite,
+    on which `aced train` stops (`aced.train.logs.check_finite`)."""
+    learner, reference = models
+    config = method_preset(
+        "acid",
+        selection=SelectionConfig(filter_ratio=0.5, **{"n_chunks": 2, **selection}),
+        optim=OPTIM,
+        reference_embeddings="cached",
+    )
+    mesh = mesh_of(2)
+    zimg = reference.embed_images(batch.images)
+    ztxt = reference.embed_texts(batch.tokens)
+
+    @eqx.filter_jit
+    def select(zimg):
+        cached = dataclasses.replace(batch, reference_zimg=zimg, reference_ztxt=ztxt)
+        idx, _, metrics = curate(jax.random.key(0), learner, reference, cached, config, mesh)
+        return idx, metrics
+
+    assert "callback" not in select.lower(zimg).as_text()
+    idx, metrics = select(zimg)
+    assert len(set(np.asarray(idx).tolist())) == B // 2
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    _, metrics = select(zimg.at[3, 0].set(jnp.nan))
+    assert not np.isfinite(float(metrics["score/all_mean"]))

@@ -35,3 +35,17 @@ def xla_flags(devices: int = 8) -> str:
     simulated CPU devices."""
     flags = FAST_COMPILE if fast_compile() else ()
     return " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+
+
+def with_suite_flags(existing: str, devices: int = 8) -> str:
+    """`existing` XLA flags with the suite's (`xla_flags`) in place of any earlier copy of
+    them: idempotent, so that a process that inherits the suite's ``XLA_FLAGS`` (an
+    xdist worker, started by the session that set them) holds each flag once, as the
+    recording of ``tests/data/behaviour.json`` did (``behaviour.machine()`` compares them)."""
+    ours = set(FAST_COMPILE)
+    kept = [
+        f
+        for f in existing.split()
+        if f not in ours and "xla_force_host_platform_device_count" not in f
+    ]
+    return " ".join([*kept, xla_flags(devices)])

@@ -23,7 +23,7 @@ from aced.selection.jest import (
     ChunkSums,
     SelectionRule,
     check_counts,
-    check_finite,
+    require_finite,
     select_chunks,
     selection_rule,
 )
@@ -64,12 +64,13 @@ def joint_select_blocked(
     block: BlockSizes | None = None,
     interpret: bool | None = None,
     rule: "str | SelectionRule" = "jest",
+    check_finite: bool = True,
 ) -> Int[Array, " k"]:
     """JEST joint example selection without the (B, B) score matrix.
 
     **Arguments:**
 
-    - `key`, `n_select`, `n_chunks`, `rule`: as in `joint_select`.
+    - `key`, `n_select`, `n_chunks`, `rule`, `check_finite`: as in `joint_select`.
     - `learner`, `reference`: the two models' views of the super-batch; their
       embeddings and temperature/bias must be finite (a ValueError eagerly, an
       `eqx.error_if` failure under `jit`).
@@ -91,8 +92,12 @@ def joint_select_blocked(
     entry, rule = pair_score(score), selection_rule(rule)
     check_views(learner, reference)
     check_counts(learner.zimg.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
-    learner = jax.tree.map(lambda x: check_finite(x, "learner embeddings, t and b"), learner)
-    reference = jax.tree.map(lambda x: check_finite(x, "reference embeddings, t and b"), reference)
+    learner, reference = (
+        jax.tree.map(
+            lambda x, w=f"{name} embeddings, t and b": require_finite(x, w, check_finite), v
+        )
+        for name, v in (("learner", learner), ("reference", reference))
+    )
     interpret = resolve_interpret(interpret)
     block = default_blocks(interpret) if block is None else block
     views = entry.views(learner, reference)

@@ -32,8 +32,15 @@ def check_counts(size: int, n_select: int, n_chunks: int, *, chunk_sums: bool = 
         )
 
 
-def check_finite(x: Array, what: str) -> Array:
-    """Reject NaN/Inf: a ValueError on concrete arrays, `eqx.error_if` under tracing."""
+def check_finite(x: Array, what: str, enabled: bool = True) -> Array:
+    """Reject NaN/Inf: a ValueError on concrete arrays, `eqx.error_if` under tracing.
+
+    `enabled=False` passes `x` through unchecked. Under tracing the check is a host
+    callback, and JAX's persistent compilation cache never stores a program that
+    holds one: a caller that checks the result another way (aced's train step reports
+    non-finite scores in its metrics) turns it off, so that its program is cached."""
+    if not enabled:
+        return x
     message = f"{what} must be finite; found NaN or Inf"
     if isinstance(x, jax.core.Tracer):
         return eqx.error_if(x, ~jnp.isfinite(x).all(), message)

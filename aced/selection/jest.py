@@ -36,7 +36,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import fixed_point_bits, fixed_point_sum
 from aced.registry import lookup, register
-from aced.selection.checks import check_counts, check_finite
+from aced.selection.checks import check_counts
+from aced.selection.checks import check_finite as require_finite
 
 # (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
 ChunkSums = Callable[[Array], tuple[Array, Array]]
@@ -209,6 +210,7 @@ def joint_select(
     n_chunks: int,
     *,
     rule: "str | SelectionRule" = "jest",
+    check_finite: bool = True,
 ) -> Int[Array, " k"]:
     """JEST joint example selection from a dense pair-score matrix.
 
@@ -224,8 +226,13 @@ def joint_select(
       independent selection on ``diag S``.
     - `rule`: a name of `SELECTION_RULES` or a `SelectionRule`: how each chunk
       is drawn (default ``jest``: sampled; ``greedy``: the top logits).
+    - `check_finite`: reject non-finite `scores` (the default). Under `jit` the
+      check is a host callback, which keeps the program out of JAX's persistent
+      compilation cache; pass False where the caller checks the scores another way
+      (aced's train step: non-finite scores make its ``score/*`` metrics non-finite,
+      and ``aced train`` stops on them).
 
-    `n_select`, `n_chunks` and `rule` are static under `jit`.
+    `n_select`, `n_chunks`, `rule` and `check_finite` are static under `jit`.
 
     **Returns:** n_select distinct int32 indices into the super-batch, chunk by
     chunk (within a chunk in decreasing perturbed logit).
@@ -234,7 +241,7 @@ def joint_select(
         raise ValueError(f"scores must be square (B, B); got shape {scores.shape}")
     rule = selection_rule(rule)
     check_counts(scores.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
-    scores = check_finite(scores, "scores")
+    scores = require_finite(scores, "scores", check_finite)
     return _joint_select(key, scores, n_select, n_chunks, rule)
 
 
@@ -245,6 +252,7 @@ def independent_select(
     n_select: int,
     *,
     rule: "str | SelectionRule" = "independent",
+    check_finite: bool = True,
 ) -> Int[Array, " k"]:
     """The non-joint baseline: n_select draws without replacement from ``softmax(scores)``.
 
@@ -258,12 +266,13 @@ def independent_select(
     - `n_select`: how many to take, in [1, B].
     - `rule`: how the draw is made (its `draw`; `joint` does not matter here):
       ``independent`` samples, ``independent_greedy`` takes the top scores.
+    - `check_finite`: as in `joint_select`.
 
     **Returns:** n_select distinct int32 indices, by decreasing perturbed score.
     """
     rule = selection_rule(rule)
     check_counts(per_example_scores.shape[0], n_select, 1, chunk_sums=False)
-    per_example_scores = check_finite(per_example_scores, "per_example_scores")
+    per_example_scores = require_finite(per_example_scores, "per_example_scores", check_finite)
     logits = per_example_scores.astype(jnp.float32)
     n_chosen = jnp.zeros((), jnp.int32)
     return rule.draw(jax.random.fold_in(key, 0), logits, n_chosen, n_select)

@@ -42,12 +42,17 @@ def take(x: Array, idx: Int[Array, " b"], mesh: Mesh) -> Array:
 def select_indices(
     key: PRNGKeyArray, learner: Embedded, reference: Embedded, n_select: int, config: StepConfig
 ) -> Int[Array, " b"]:
-    """Indices of the sub-batch within one (local or global) super-batch."""
+    """Indices of the sub-batch within one (local or global) super-batch.
+
+    Non-finite embeddings are not rejected here: under `jit` that check is a host
+    callback, and JAX's persistent compilation cache never stores a program holding
+    one (so every run would compile its step again). They make `curate`'s ``score/*``
+    metrics non-finite instead, and ``aced train`` stops on those."""
     sel = config.selection
     score, rule = pair_score(sel.score), selection_rule(sel.rule)
     if not rule.joint:
         scores = per_example_scores(learner, reference, score)
-        return independent_select(key, scores, n_select, rule=rule)
+        return independent_select(key, scores, n_select, rule=rule, check_finite=False)
     if sel.implementation_for(learner.zimg.shape[0]) == "blocked":
         return joint_select_blocked(
             key,
@@ -59,9 +64,10 @@ def select_indices(
             block=sel.block_sizes(),
             interpret=sel.interpret,
             rule=rule,
+            check_finite=False,
         )
     matrix = score_matrix(learner, reference, score, block=sel.block_sizes())
-    return joint_select(key, matrix, n_select, sel.n_chunks, rule=rule)
+    return joint_select(key, matrix, n_select, sel.n_chunks, rule=rule, check_finite=False)
 
 
 def _fields(view: Embedded) -> tuple[Array, Array, Array, Array]:
@@ -89,11 +95,9 @@ def _select(
         return idx + shard * learner.zimg.shape[0]
 
     spec = (P(AXIS), P(AXIS), P(), P())
-    # check_vma=False: eqx.error_if's cond (the non-finite check) has no varying-axis
-    # rule; nothing here is differentiated.
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=P(AXIS), check_vma=False
-    )(key, _fields(learner), _fields(reference))
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=P(AXIS))(
+        key, _fields(learner), _fields(reference)
+    )
 
 
 def reference_view(

@@ -115,8 +115,15 @@ def check_finite(metrics: dict[str, float], step: int, checkpoint: str) -> None:
     names = sorted(metrics, key=lambda k: (not k.startswith("loss/"), k))
     for name in names:
         if not math.isfinite(metrics[name]):
+            cause = (
+                " (the learnability scores of the super-batch: the learner's or the "
+                "reference's embeddings are not finite; check the reference, or its "
+                "cached embeddings, if the losses are finite)"
+                if name.startswith("score/")
+                else ""
+            )
             raise TrainingDiverged(
-                f"step {step}: {name} is {metrics[name]}; training stopped. {checkpoint} Lower "
-                "step.optim.learning_rate (or raise optim.warmup_steps) and rerun to resume, "
-                "or start afresh with another train.out_dir"
+                f"step {step}: {name} is {metrics[name]}{cause}; training stopped. {checkpoint} "
+                "Lower step.optim.learning_rate (or raise optim.warmup_steps) and rerun to "
+                "resume, or start afresh with another train.out_dir"
             )
