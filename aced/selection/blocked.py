@@ -73,7 +73,7 @@ def joint_select_blocked(
     - `key`, `n_select`, `n_chunks`, `rule`, `check_finite`: as in `joint_select`.
     - `learner`, `reference`: the two models' views of the super-batch; their
       embeddings and temperature/bias must be finite (a ValueError eagerly, an
-      `eqx.error_if` failure under `jit`).
+      `eqx.error_if` failure under `jit`; unchecked with ``check_finite=False``).
     - `score`: a name of `aced.selection.PAIR_SCORES` or a `PairScore`.
     - `block`: kernel tile sizes and product precision (default
       `aced.kernels.default_blocks`: `BlockSizes()` interpreted, `GPU_BLOCKS`
@@ -92,12 +92,12 @@ def joint_select_blocked(
     entry, rule = pair_score(score), selection_rule(rule)
     check_views(learner, reference)
     check_counts(learner.zimg.shape[0], n_select, n_chunks, chunk_sums=rule.joint)
-    learner, reference = (
-        jax.tree.map(
-            lambda x, w=f"{name} embeddings, t and b": require_finite(x, w, check_finite), v
-        )
-        for name, v in (("learner", learner), ("reference", reference))
-    )
+
+    def finite(view: Embedded, name: str) -> Embedded:
+        what = f"{name} embeddings, t and b"
+        return jax.tree.map(lambda x: require_finite(x, what, check_finite), view)
+
+    learner, reference = finite(learner, "learner"), finite(reference, "reference")
     interpret = resolve_interpret(interpret)
     block = default_blocks(interpret) if block is None else block
     views = entry.views(learner, reference)

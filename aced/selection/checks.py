@@ -32,7 +32,7 @@ def check_counts(size: int, n_select: int, n_chunks: int, *, chunk_sums: bool = 
         )
 
 
-def check_finite(x: Array, what: str, enabled: bool = True) -> Array:
+def require_finite(x: Array, what: str, enabled: bool = True) -> Array:
     """Reject NaN/Inf: a ValueError on concrete arrays, `eqx.error_if` under tracing.
 
     `enabled=False` passes `x` through unchecked. Under tracing the check is a host

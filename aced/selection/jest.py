@@ -36,8 +36,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray, jaxtyped
 
 from aced.kernels import fixed_point_bits, fixed_point_sum
 from aced.registry import lookup, register
-from aced.selection.checks import check_counts
-from aced.selection.checks import check_finite as require_finite
+from aced.selection.checks import check_counts, require_finite
 
 # (chunk indices) -> (row sums, column sums) of S over the chunk, each (B,).
 ChunkSums = Callable[[Array], tuple[Array, Array]]
