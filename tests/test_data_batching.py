@@ -59,6 +59,30 @@ def test_epochs_cover_each_example_once(split):
     assert not np.array_equal(epoch0, epoch1)  # reshuffled
 
 
+def test_each_caption_is_tokenized_once_and_reads_back_the_same(split, monkeypatch):
+    seen: list[str] = []
+
+    def counting(texts):
+        seen.extend(texts)
+        return TOKENIZER(texts)
+
+    it = BatchIterator(split, counting, batch_size=30, seed=0, process_index=0, process_count=1)
+    for batch in _take(it, 9):  # three epochs
+        want = TOKENIZER([split.captions[i] for i in batch["index"]])
+        np.testing.assert_array_equal(batch["tokens"], want)
+        assert batch["tokens"].dtype == np.int32
+    assert sorted(seen) == sorted(set(seen))  # no caption twice
+    assert set(seen) == {split.captions[i] for i in range(len(split.captions))}
+    # Past the cache's size the rows are still right, tokenized again.
+    monkeypatch.setattr("aced.data.batching.TOKEN_CACHE_SIZE", 10)
+    it = BatchIterator(split, counting, batch_size=30, seed=0, process_index=0, process_count=1)
+    seen.clear()
+    for batch in _take(it, 6):
+        want = TOKENIZER([split.captions[i] for i in batch["index"]])
+        np.testing.assert_array_equal(batch["tokens"], want)
+    assert len(seen) > len(set(seen))
+
+
 def test_resume_from_saved_state_is_exact(split):
     it = BatchIterator(split, TOKENIZER, batch_size=24, seed=5, process_index=0, process_count=1)
     _take(it, 3)

@@ -21,7 +21,7 @@ from aced.selection import (
 )
 from aced.selection.jest import dense_terms
 from aced.train.config import SelectionConfig
-from aced.train.curation import learner_view, reference_view
+from aced.train.curation import Curated, learner_view, reference_view
 from aced.train.diagnostics import make_support_fn, selection_precision
 
 SAMPLED = [name for name, rule in SELECTION_RULES.items() if rule.sampled_from is not None]
@@ -159,7 +159,6 @@ def test_local_scope_support_is_the_mean_of_each_devices_replay():
     rng = np.random.default_rng(0)
     idx = np.concatenate([d * rows + rng.permutation(rows)[:n_select] for d in range(n_dev)])
     idx = jnp.asarray(idx, jnp.int32)
-    got = make_support_fn(config, mesh)(learner, batch, reference, idx)
     views = jax.jit(
         lambda lrn, ref, bt: (
             learner_view(lrn, bt, config, mesh),
@@ -167,6 +166,7 @@ def test_local_scope_support_is_the_mean_of_each_devices_replay():
         )
     )
     mine, theirs = views(learner, reference, batch)
+    got = make_support_fn(config, mesh)(Curated(idx, mine, theirs))
     per_device = []
     for d, chosen in enumerate(np.asarray(idx).reshape(n_dev, -1)):
         part = slice(d * rows, (d + 1) * rows)

@@ -100,10 +100,10 @@ def test_margin_acid_step_dense_and_blocked_select_the_same(forks):
                 score="margin", filter_ratio=0.5, n_chunks=4, implementation=implementation
             ),
         )
-        idx, _, metrics = jax.jit(
+        curated, metrics = jax.jit(
             lambda k, lrn, ref, bt, c=config: curate(k, lrn, ref, bt, c, mesh)
         )(jax.random.key(1), learner, reference, batch)
-        chosen.append(np.asarray(idx))
+        chosen.append(np.asarray(curated.indices))
         assert metrics["score/selected_mean"] > metrics["score/all_mean"]
     np.testing.assert_array_equal(*chosen)
     assert len(set(chosen[0].tolist())) == 16

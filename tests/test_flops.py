@@ -340,7 +340,7 @@ def test_hard_learner_runs_no_reference_forward():
 
     def scoring(key, learner, reference, batch):
         learner, reference = eqx.combine(learner, static), eqx.combine(reference, static)
-        return curate(key, learner, reference, SuperBatch(*batch), step, mesh)[0]
+        return curate(key, learner, reference, SuperBatch(*batch), step, mesh)[0].indices
 
     key = jax.eval_shape(lambda: jax.random.key(0))
     xla = jax.jit(scoring).lower(key, params, params, batch).cost_analysis()["flops"]

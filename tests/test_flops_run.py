@@ -20,7 +20,7 @@ from test_loop import micro_run, records
 
 from aced.flops import reference_cache_flops
 from aced.models import TwoTower
-from aced.train import embedding_cache, loop
+from aced.train import Curated, embedding_cache, loop
 from aced.train.checkpoint import load_model
 from aced.train.reference import reference_training_flops
 
@@ -33,7 +33,11 @@ def stand_in_step(config, mesh):
     def step(state, batch, reference):
         metrics = {"loss/total": jnp.float32(1.0), "flops": jnp.float32(flops)}
         chosen = jnp.arange(config.sub_batch_size(batch.images.shape[0]), dtype=jnp.int32)
-        return eqx.tree_at(lambda s: s.step, state, state.step + 1), metrics, chosen
+        return (
+            eqx.tree_at(lambda s: s.step, state, state.step + 1),
+            metrics,
+            Curated(chosen, None, None),
+        )
 
     return step
 

@@ -152,12 +152,14 @@ def test_reference_gets_no_gradient(models, batch):
     learner, reference = models
     config = aced_config()
     mesh = mesh_of(1)
-    student = learner.embed_images(batch.images), learner.embed_texts(batch.tokens)
+    student = eqx.filter_jit(lambda m, b: (m.embed_images(b.images), m.embed_texts(b.tokens)))(
+        learner, batch
+    )
     ref_params, ref_static = eqx.partition(reference, eqx.is_inexact_array)
 
     def kd_through_curate(ref_params, stop):
         ref = eqx.combine(ref_params, ref_static)
-        _, view, _ = curate(jax.random.key(0), learner, ref, batch, config, mesh)
+        view = curate(jax.random.key(0), learner, ref, batch, config, mesh)[0].reference
         if not stop:  # the same loss on embeddings that were not stopped: gradient flows
             view = type(view)(
                 ref.embed_images(batch.images), ref.embed_texts(batch.tokens), view.t, view.b
@@ -199,9 +201,9 @@ def test_local_scope_selects_within_each_shard(models, batch):
         "acid", selection=SelectionConfig(filter_ratio=0.5, n_chunks=2, scope="local"), optim=OPTIM
     )
     n_dev = 4
-    idx = jax.jit(lambda k, lrn, ref, bt: curate(k, lrn, ref, bt, config, mesh_of(n_dev))[0])(
-        jax.random.key(1), learner, reference, batch
-    )
+    idx = jax.jit(
+        lambda k, lrn, ref, bt: curate(k, lrn, ref, bt, config, mesh_of(n_dev))[0].indices
+    )(jax.random.key(1), learner, reference, batch)
     idx = np.asarray(idx).reshape(n_dev, -1)
     shard = B // n_dev
     for device, chosen in enumerate(idx):
@@ -293,8 +295,8 @@ def test_selection_in_the_step_is_cacheable_and_non_finite_scores_show_in_its_me
     @eqx.filter_jit
     def select(zimg):
         cached = dataclasses.replace(batch, reference_zimg=zimg, reference_ztxt=ztxt)
-        idx, _, metrics = curate(jax.random.key(0), learner, reference, cached, config, mesh)
-        return idx, metrics
+        curated, metrics = curate(jax.random.key(0), learner, reference, cached, config, mesh)
+        return curated.indices, metrics
 
     assert "callback" not in select.lower(zimg).as_text()
     idx, metrics = select(zimg)

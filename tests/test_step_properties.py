@@ -76,16 +76,20 @@ def test_aced_step_is_a_plain_step_on_the_chosen_batch(problem, kd_batch):
         config, distill=dataclasses.replace(config.distill, batch=kd_batch)
     )
     state = sgd_state(learner, config)
-    new, _, idx = make_train_step(config, mesh, with_indices=True)(state, batch, reference)
-    idx = jnp.asarray(idx)
+    new, _, curated = make_train_step(config, mesh, with_selection=True)(state, batch, reference)
+    idx = jnp.asarray(curated.indices)
     _, select_key, kd_key = jax.random.split(state.key, 3)
     # IIDistill: its own uniform draw of b from the step's third key; ACIDistill: the chosen rows
     kd_idx = jax.random.permutation(kd_key, B)[: idx.shape[0]] if kd_batch == "iid" else idx
     assert_close(new.learner, plain_step(state, batch, reference, config, idx, kd_idx))
-    # the learner scored the super-batch with its parameters before the update
+    # the learner scored the super-batch with its parameters before the update, and the
+    # step returns the views it selected from (what the selection diagnostics replay on)
     again = jax.jit(lambda k, lrn: curate(k, lrn, reference, batch, config, mesh)[0])
-    np.testing.assert_array_equal(again(select_key, state.learner), idx)
-    assert not np.array_equal(again(select_key, new.learner), idx)
+    before = again(select_key, state.learner)
+    np.testing.assert_array_equal(before.indices, idx)
+    for got, want in ((curated.learner, before.learner), (curated.reference, before.reference)):
+        assert_close(got, want)
+    assert not np.array_equal(again(select_key, new.learner).indices, idx)
     if kd_batch == "iid":  # and the KD rows are not the selected ones
         assert set(np.asarray(kd_idx).tolist()) != set(np.asarray(idx).tolist())
 

@@ -27,6 +27,8 @@ import PIL.Image
 from aced.data.images import BadImageError, resize_center_crop, to_model_images
 from aced.data.scenes import SceneSplit
 
+TOKEN_CACHE_SIZE = 1 << 17  # captions whose token rows a BatchIterator keeps (20 MB at L = 39)
+
 
 @dataclasses.dataclass(frozen=True)
 class LoadedExamples:
@@ -108,7 +110,9 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
 
     - `source`: a `SceneSplit`, `SceneSource`, `aced.data.hf.ImageTextDataset`
       or any `ExampleSource`.
-    - `tokenizer`: texts -> int32 (n, L), e.g. `aced.data.tokenize.TextTokenizer`.
+    - `tokenizer`: texts -> int32 (n, L), e.g. `aced.data.tokenize.TextTokenizer`; a
+      function of each text alone (the iterator keeps the rows of up to
+      `TOKEN_CACHE_SIZE` captions and tokenizes each of them once, not every epoch).
     - `batch_size`: B, the GLOBAL super-batch size; each process yields B / P.
     - `seed`: shuffling seed.
     - `image_size`: model resolution (required for photographs; the scenes'
@@ -168,6 +172,7 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self.skipped = 0
         self._state = state
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._token_rows: dict[str, np.ndarray] = {}
 
     @property
     def state(self) -> IteratorState:
@@ -224,13 +229,26 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self._state = IteratorState(epoch, position)
         return self._assemble(parts)
 
+    def _tokens(self, captions: list[str]) -> np.ndarray:
+        """The tokenizer's rows of `captions`: captions seen before from the cache, the
+        others in one call (an epoch's repeats cost a lookup, not a tokenization)."""
+        rows = self._token_rows
+        new = list(dict.fromkeys(c for c in captions if c not in rows))
+        if new:
+            fresh = np.asarray(self.tokenizer(new), dtype=np.int32)
+            if len(rows) + len(new) > TOKEN_CACHE_SIZE:  # a dataset too large to repeat
+                looked_up = dict(zip(new, fresh))
+                return np.stack([rows[c] if c in rows else looked_up[c] for c in captions])
+            rows.update(zip(new, fresh))
+        return np.stack([rows[c] for c in captions])
+
     def _assemble(self, parts: list[tuple[np.ndarray, LoadedExamples]]) -> dict[str, np.ndarray]:
         keep = [p.ok for _, p in parts]
         images = np.concatenate([p.images[k] for (_, p), k in zip(parts, keep)])
         captions = [c for (_, p), k in zip(parts, keep) for c, good in zip(p.captions, k) if good]
         batch = {
             "images": to_model_images(images, self.channels),
-            "tokens": np.asarray(self.tokenizer(captions), dtype=np.int32),
+            "tokens": self._tokens(captions),
             "index": np.concatenate([ids for ids, _ in parts]).astype(np.int32),
         }
         for name in parts[0][1].extras:

@@ -27,7 +27,7 @@ from aced.train.config import (
     to_dict,
     updated,
 )
-from aced.train.curation import curate, embedded, reference_view, select_indices
+from aced.train.curation import Curated, curate, embedded, reference_view, select_indices
 from aced.train.sharding import AXIS, default_mesh, embed_sharded, replicate, shard_batch
 from aced.train.state import SuperBatch, TrainState, init_train_state, make_optimizer
 from aced.train.step import (
@@ -36,10 +36,12 @@ from aced.train.step import (
     step_flops,
     train_step,
     train_step_with_indices,
+    train_step_with_selection,
 )
 
 __all__ = [
     "AXIS",
+    "Curated",
     "METHODS",
     "PRESETS",
     "DataConfig",
@@ -75,5 +77,6 @@ __all__ = [
     "to_dict",
     "train_step",
     "train_step_with_indices",
+    "train_step_with_selection",
     "updated",
 ]

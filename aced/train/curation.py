@@ -6,6 +6,8 @@ the implementation (dense matrix or blocked kernel) all come from the
 registries named by the `SelectionConfig`.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
@@ -26,6 +28,22 @@ from aced.selection import (
 from aced.train.config import StepConfig
 from aced.train.sharding import AXIS, embed_sharded
 from aced.train.state import SuperBatch
+
+
+class Curated(NamedTuple):
+    """What `curate` chose, and the views of the super-batch it chose from (no gradient).
+
+    - `indices`: (b,) the positions in the super-batch, in the order the selection drew
+      them (a uniform permutation's first b for IID and KD).
+    - `learner`: the learner's scoring view of the super-batch (`learner_view`: the
+      learner before the step, at Flexi scoring's image size); None without selection.
+    - `reference`: the reference's view of the super-batch (`reference_view`); None
+      when the method reads none.
+    """
+
+    indices: Int[Array, " b"]
+    learner: Embedded | None
+    reference: Embedded | None
 
 
 def embedded(model: TwoTower, zimg: Float[Array, "n D"], ztxt: Float[Array, "n D"]) -> Embedded:
@@ -142,11 +160,12 @@ def curate(
     batch: SuperBatch,
     config: StepConfig,
     mesh: Mesh,
-) -> tuple[Int[Array, " b"], Embedded | None, dict[str, Array]]:
+) -> tuple[Curated, dict[str, Array]]:
     """Choose the sub-batch: the configured selection (ACID, ACED) or uniform (IID, KD).
 
-    **Returns:** the b global indices into the super-batch, the reference's view
-    of the super-batch when one was needed (else None), and score statistics.
+    **Returns:** the `Curated` indices (b global positions in the super-batch) and
+    views, and score statistics (``score/all_mean``, ``score/selected_mean``; none
+    without selection).
     """
     b = config.sub_batch_size(batch.images.shape[0])
     ref_all = None
@@ -154,7 +173,7 @@ def curate(
         ref_all = reference_view(reference, batch, config, mesh)
     if not config.uses_selection:
         idx = jax.random.permutation(key, batch.images.shape[0])[:b].astype(jnp.int32)
-        return idx, ref_all, {}
+        return Curated(idx, None, ref_all), {}
     learner_all = learner_view(learner, batch, config, mesh)
     idx = _select(key, learner_all, ref_all, b, config, mesh)
     per_example = per_example_scores(learner_all, ref_all, config.selection.score)
@@ -162,4 +181,4 @@ def curate(
         "score/all_mean": per_example.mean(),
         "score/selected_mean": jnp.take(per_example, idx).mean(),
     }
-    return idx, ref_all, metrics
+    return Curated(idx, learner_all, ref_all), metrics

@@ -6,17 +6,17 @@
   ``select/<kind>`` vs ``select/base/<kind>``), from the per-example quality
   codes a source carries (the built-in web split's ``quality``);
 - **effective support** of each chunk's sampling (``select/support/<i>``),
-  replayed from the indices the step chose (`aced.selection.chunk_supports`)
-  with the learner as it was before the step (and as it scored: Flexi
-  scoring's image size); under local scope the mean over devices.
+  replayed from the indices the step chose on the embeddings it chose them from
+  (`aced.selection.chunk_supports` on the step's `aced.train.curation.Curated`:
+  the learner as it was before the step, as it scored, at Flexi scoring's image
+  size); under local scope the mean over devices.
 
-Their cost (a learner forward on the super-batch, a reference forward too when
-its embeddings are online, and the chunk sums, on log steps only) is a measurement, not training, and is not in the run's FLOPs.
+Their cost (the chunk sums, on log steps only; the embeddings are the step's) is
+a measurement, not training, and is not in the run's FLOPs.
 """
 
 from collections.abc import Callable, Sequence
 
-import equinox as eqx
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -24,7 +24,6 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from aced.data import QUALITY_NAMES
-from aced.models import TwoTower
 from aced.selection import (
     Embedded,
     chunk_supports,
@@ -33,9 +32,8 @@ from aced.selection import (
     selection_terms,
 )
 from aced.train.config import StepConfig
-from aced.train.curation import _fields, learner_view, reference_view
+from aced.train.curation import Curated, _fields
 from aced.train.sharding import AXIS
-from aced.train.state import SuperBatch
 
 
 def selection_precision(
@@ -90,19 +88,20 @@ def _supports(learner: Embedded, reference: Embedded, idx, config: StepConfig):
 
 
 def make_support_fn(config: StepConfig, mesh: Mesh) -> Callable | None:
-    """``jit``-compiled ``(learner, batch, reference, indices) -> (n_chunks,)`` supports.
+    """``jit``-compiled ``(curated) -> (n_chunks,)`` supports of a step's selection.
 
-    None when the method selects nothing or its rule is not a sample (greedy).
-    `learner` must be the learner the step selected with (before its update).
+    `curated` is the `aced.train.curation.Curated` the step returned
+    (`aced.train.train_step_with_selection`): its indices replayed on the very
+    views they were drawn from. None when the method selects nothing or its rule
+    is not a sample (greedy).
     """
     if not config.uses_selection or selection_rule(config.selection.rule).sampled_from is None:
         return None
     n_dev = mesh.shape[AXIS]
 
-    @eqx.filter_jit
-    def supports(learner: TwoTower, batch: SuperBatch, reference: TwoTower, idx):
-        ref = reference_view(reference, batch, config, mesh)
-        mine = learner_view(learner, batch, config, mesh)
+    @jax.jit
+    def supports(curated: Curated):
+        mine, ref, idx = curated.learner, curated.reference, curated.indices
         if config.selection.scope == "global":
             return _supports(mine, ref, idx, config)
 
@@ -132,22 +131,18 @@ def to_host(x) -> np.ndarray:
 
 
 def selection_diagnostics(
-    supports: Callable | None,
-    learner: TwoTower,
-    batch: SuperBatch,
-    reference: TwoTower | None,
-    indices: jax.Array,
-    quality: np.ndarray | None,
+    supports: Callable | None, curated: Curated, quality: np.ndarray | None
 ) -> dict[str, float]:
     """The diagnostics of one step: precision (when `quality` is known) and chunk supports.
 
-    `supports` is `make_support_fn`'s function (or None); `quality` this
-    process's rows of the super-batch's codes (gathered here across processes).
+    `supports` is `make_support_fn`'s function (or None); `curated` what the step
+    selected (`aced.train.train_step_with_selection`); `quality` this process's
+    rows of the super-batch's codes (gathered here across processes).
     """
     out: dict[str, float] = {}
     if quality is not None:
-        out.update(selection_precision(to_host(quality), to_host(indices)))
+        out.update(selection_precision(to_host(quality), to_host(curated.indices)))
     if supports is not None:
-        values = to_host(supports(learner, batch, reference, indices))
+        values = to_host(supports(curated))
         out.update({f"select/support/{i:02d}": float(v) for i, v in enumerate(values)})
     return out

@@ -90,7 +90,7 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def compiled_step(config: StepConfig, mesh: Mesh) -> Callable:
     """`make_train_step` once per step configuration and mesh, so that a run resumed
     (or a reference trained) in the same process reuses the compiled step."""
-    return make_train_step(config, mesh, with_indices=True)
+    return make_train_step(config, mesh, with_selection=True)
 
 
 def train(run: RunConfig) -> dict[str, Any]:
@@ -233,8 +233,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                 rows, batch, data_state = upcoming.result()
                 if step + 1 < run.train.steps:
                     upcoming = loader.submit(load)
-                before = state.learner  # the learner that selected, for the diagnostics
-                state, metrics, chosen = step_fn(state, batch, frozen)
+                state, metrics, curated = step_fn(state, batch, frozen)
                 step += 1
                 host = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 flops_total += host.get("flops", 0.0)
@@ -252,9 +251,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
                 if step % run.train.log_every == 0 or step == run.train.steps:
-                    diagnostics = selection_diagnostics(
-                        supports_fn, before, batch, frozen, chosen, rows.get("quality")
-                    )
+                    diagnostics = selection_diagnostics(supports_fn, curated, rows.get("quality"))
                     log.write(step, {**totals(), "examples_per_s": rate, **host, **diagnostics})
                     window_start, window_steps = time.perf_counter(), 0
                 every = run.train.eval_every

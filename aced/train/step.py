@@ -23,7 +23,7 @@ from aced.losses import contrastive_loss, kd_loss
 from aced.models import TwoTower, TwoTowerConfig
 from aced.selection import Embedded, pair_score, selection_rule
 from aced.train.config import StepConfig
-from aced.train.curation import curate, embedded, take
+from aced.train.curation import Curated, curate, embedded, take
 from aced.train.sharding import AXIS, default_mesh, embed_sharded
 from aced.train.state import SuperBatch, TrainState
 
@@ -186,6 +186,24 @@ def train_step_with_indices(
     (`aced.train.diagnostics`): which examples were chosen, in the order the
     selection drew them (uniform for IID and KD).
     """
+    state, metrics, curated = train_step_with_selection(state, batch, reference, config, mesh)
+    return state, metrics, curated.indices
+
+
+@jaxtyped(typechecker=typechecker)
+def train_step_with_selection(
+    state: TrainState,
+    batch: SuperBatch,
+    reference: TwoTower | None,
+    config: StepConfig,
+    mesh: Mesh | None = None,
+) -> tuple[TrainState, dict[str, Float[Array, ""]], Curated]:
+    """`train_step`, also returning what it selected and the views it selected from.
+
+    The `aced.train.curation.Curated` positions and embeddings are the step's
+    own: the selection diagnostics (`aced.train.diagnostics`) replay the draw on
+    them instead of embedding the super-batch again.
+    """
     mesh = default_mesh() if mesh is None else mesh
     B = batch.images.shape[0]
     b = config.check_shapes(B, mesh.shape[AXIS])
@@ -193,7 +211,8 @@ def train_step_with_indices(
         raise ValueError(f"method={config.method!r} needs a reference model; got None")
     key, select_key, kd_key = jax.random.split(state.key, 3)
     reference = jax.lax.stop_gradient(reference)
-    idx, ref_all, metrics = curate(select_key, state.learner, reference, batch, config, mesh)
+    curated, metrics = curate(select_key, state.learner, reference, batch, config, mesh)
+    idx, ref_all = curated.indices, curated.reference
 
     images, tokens = take(batch.images, idx, mesh), take(batch.tokens, idx, mesh)
 
@@ -240,18 +259,29 @@ def train_step_with_indices(
         (state.step + 1, new_learner, new_projection, opt_state, key),
         is_leaf=lambda x: x is None,
     )
-    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, idx
+    return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}, curated
 
 
 def make_train_step(
-    config: StepConfig, mesh: Mesh | None = None, *, with_indices: bool = False
+    config: StepConfig,
+    mesh: Mesh | None = None,
+    *,
+    with_indices: bool = False,
+    with_selection: bool = False,
 ) -> Callable:
     """``jit``-compiled ``step(state, batch, reference) -> (state, metrics)`` for a fixed config.
 
-    With `with_indices`, ``-> (state, metrics, indices)`` (`train_step_with_indices`).
+    With `with_indices`, ``-> (state, metrics, indices)`` (`train_step_with_indices`);
+    with `with_selection`, ``-> (state, metrics, curated)`` (`train_step_with_selection`).
     """
+    if with_indices and with_selection:
+        raise ValueError("make_train_step: pass with_indices or with_selection, not both")
     mesh = default_mesh() if mesh is None else mesh
-    fn = train_step_with_indices if with_indices else train_step
+    fn = train_step
+    if with_indices:
+        fn = train_step_with_indices
+    elif with_selection:
+        fn = train_step_with_selection
 
     @eqx.filter_jit
     def step(state: TrainState, batch: SuperBatch, reference: TwoTower | None):
