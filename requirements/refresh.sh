@@ -4,7 +4,8 @@
 #   bash requirements/refresh.sh            # keep every pin; resolve only what pyproject.toml changed
 #   bash requirements/refresh.sh --upgrade  # the newest releases within pyproject.toml's ranges
 #
-# base.txt locks the main job (`pip install -e .`), dev.txt the test command (extras dev + hf,
+# requirements/pins.txt holds the constraints the locks add to pyproject.toml's ranges (each
+# with its reason). base.txt locks the main job (`pip install -e .`), dev.txt the test command (extras dev + hf,
 # with base.txt's pins), bench.txt benchmarks/throughput.py's environment (extra bench). After
 # an upgrade, rerun the tests and the README's figures and update
 # the versions the README quotes. Extra arguments go to pip-compile.
@@ -14,7 +15,7 @@ export CUSTOM_COMPILE_COMMAND="bash requirements/refresh.sh"
 compile() {
     pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links "$@" pyproject.toml
 }
-compile "$@" --output-file requirements/base.txt
+compile "$@" --constraint requirements/pins.txt --output-file requirements/base.txt
 compile "$@" --constraint requirements/base.txt --extra dev --extra hf --output-file requirements/dev.txt
 # benchmarks/throughput.py's own environment: open_clip, torch 2.14.1 and torchvision.
 compile "$@" --constraint requirements/base.txt --extra bench --output-file requirements/bench.txt
