@@ -228,6 +228,11 @@ def test_bad_geometry_is_rejected(filter_ratio, n_chunks, super_batch, devices, 
         config.check_shapes(super_batch, devices)
 
 
+def test_a_step_returns_indices_or_the_selection_not_both():
+    with pytest.raises(ValueError, match="with_indices or with_selection, not both"):
+        make_train_step(aced_config(), mesh_of(1), with_indices=True, with_selection=True)
+
+
 @pytest.mark.parametrize("method", ["iid", "aced"])
 def test_step_flops_match_xla_cost_analysis(method):
     """Analytic step FLOPs within 5 % of XLA's count of the lowered step.
