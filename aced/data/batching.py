@@ -234,13 +234,10 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         others in one call (an epoch's repeats cost a lookup, not a tokenization)."""
         rows = self._token_rows
         new = list(dict.fromkeys(c for c in captions if c not in rows))
-        if new:
-            fresh = np.asarray(self.tokenizer(new), dtype=np.int32)
-            if len(rows) + len(new) > TOKEN_CACHE_SIZE:  # a dataset too large to repeat
-                looked_up = dict(zip(new, fresh))
-                return np.stack([rows[c] if c in rows else looked_up[c] for c in captions])
-            rows.update(zip(new, fresh))
-        return np.stack([rows[c] for c in captions])
+        fresh = dict(zip(new, np.asarray(self.tokenizer(new), dtype=np.int32))) if new else {}
+        if len(rows) + len(fresh) <= TOKEN_CACHE_SIZE:  # else a dataset too large to repeat
+            rows.update(fresh)
+        return np.stack([rows[c] if c in rows else fresh[c] for c in captions])
 
     def _assemble(self, parts: list[tuple[np.ndarray, LoadedExamples]]) -> dict[str, np.ndarray]:
         keep = [p.ok for _, p in parts]
