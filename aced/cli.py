@@ -37,6 +37,7 @@ from aced.cli_common import (
     EXIT_USAGE,
     PLUGIN_FLAG,
     PLUGIN_OPTIONS,
+    enable_compilation_cache,
     load_plugins,
     plugins_in,
 )
@@ -257,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lit-decoder": cli_lit_decoder.run,
     }
     try:
+        enable_compilation_cache()  # before the first compile; docs/training.md
         if hasattr(args, "coordinator"):
             cli_distributed.join(args)
         return handlers[args.command](args)

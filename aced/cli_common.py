@@ -1,11 +1,12 @@
 """What the ``aced`` sub-commands share: ``--plugin`` (the Python files or modules
 imported first, so that their registrations of pair scores, selection rules and KD
-losses apply; docs/extending.md) and the registration of a sub-command that parses
-its own arguments."""
+losses apply; docs/extending.md), JAX's persistent compilation cache, and the
+registration of a sub-command that parses its own arguments."""
 
 import argparse
 import importlib
 import importlib.util
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,49 @@ PLUGIN_OPTIONS = dict(
     help="a Python file or module to import first, e.g. one that registers a pair score, a "
     "selection rule or a KD loss (docs/extending.md); repeat for several",
 )
+
+
+CACHE_ENV = "ACED_COMPILATION_CACHE"  # a directory, or "off"; docs/training.md
+CACHE_MAX_BYTES = 4 << 30  # the default directory's bound: least recently used entries go
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$XDG_CACHE_HOME/aced/xla``, by default ``~/.cache/aced/xla``."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "aced" / "xla"
+
+
+def enable_compilation_cache() -> pathlib.Path | None:
+    """Turn on JAX's persistent compilation cache for this command; returns its directory.
+
+    A program compiled once (a train step takes seconds to minutes) is loaded from
+    disk by the next run that builds it: a resumed run, the next seed of a study, an
+    evaluation of the same model. A loaded executable is the binary a fresh compile
+    makes, so results are bit for bit the same. JAX's own setting wins
+    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config`` set by the caller); otherwise
+    `CACHE_ENV` names the directory, or ``off`` turns the cache off; by default it is
+    `default_cache_dir`, bounded to `CACHE_MAX_BYTES` unless
+    ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise. JAX writes only programs that
+    took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile,
+    and in a run across processes only process 0 writes.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:
+        return pathlib.Path(jax.config.jax_compilation_cache_dir)
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() == "off":
+        return None
+    directory = pathlib.Path(setting).expanduser() if setting else default_cache_dir()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(
+            f"{CACHE_ENV}={setting}: not a directory; name a directory for the compilation "
+            f"cache, or set {CACHE_ENV}=off"
+        )
+    if not setting and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    return directory
 
 
 def load_plugins(specs: Sequence[str]) -> None:

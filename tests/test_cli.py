@@ -2,6 +2,7 @@
 loop), ``python -m aced``."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -107,3 +108,51 @@ def test_train_then_eval_reproduces_the_run_scores(tmp_path, capsys):
     assert done.stdout.splitlines()[-1] == "imported: []"
     exported = json.loads((run_dir / "model" / "eval.json").read_text())["scores"]
     assert exported == pytest.approx(trained, abs=1e-6)
+
+
+CACHE_PROBE = """
+import os, pathlib, sys
+import jax
+from aced import cli
+from aced.cli_common import CACHE_ENV, CACHE_MAX_BYTES, default_cache_dir, enable_compilation_cache
+
+tmp = pathlib.Path(sys.argv[1])
+os.environ[CACHE_ENV] = str(tmp / "chosen")
+assert cli.main(["eval", str(tmp / "missing")]) == 1  # a command turns the cache on first
+assert jax.config.jax_compilation_cache_dir == str(tmp / "chosen")
+assert jax.config.jax_compilation_cache_max_size == -1  # a directory of one's own: unbounded
+jax.config.update("jax_compilation_cache_dir", None)
+os.environ[CACHE_ENV] = "off"
+assert enable_compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
+(tmp / "file").write_text("")
+os.environ[CACHE_ENV] = str(tmp / "file")
+try:
+    enable_compilation_cache()
+    raise SystemExit("a file was taken for the cache directory")
+except ValueError as error:
+    assert "not a directory" in str(error) and CACHE_ENV in str(error), error
+del os.environ[CACHE_ENV]
+os.environ["XDG_CACHE_HOME"] = str(tmp / "xdg")
+assert enable_compilation_cache() == tmp / "xdg" / "aced" / "xla" == default_cache_dir()
+assert jax.config.jax_compilation_cache_max_size == CACHE_MAX_BYTES
+os.environ[CACHE_ENV] = str(tmp / "other")
+assert enable_compilation_cache() == default_cache_dir()  # JAX's setting, once made, wins
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.jit(lambda x: 2 * x + 1)(jax.numpy.ones(3)).block_until_ready()
+print(sorted(p.name for p in default_cache_dir().iterdir()))
+"""
+
+
+def test_commands_turn_on_the_compilation_cache_where_asked(tmp_path):
+    """``ACED_COMPILATION_CACHE`` (a directory, or off), else ``$XDG_CACHE_HOME/aced/xla``;
+    JAX's own setting wins. In a fresh process: the suite sets ``JAX_COMPILATION_CACHE_DIR``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT")}
+    env.pop("JAX_COMPILATION_CACHE_DIR")
+    done = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE, str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = done.stdout.strip().splitlines()[-1]
+    assert "jit__lambda" in written, written  # the compiled program is on disk
+    assert not (tmp_path / "other").exists()  # JAX's setting, once made, wins
