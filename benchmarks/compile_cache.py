@@ -17,13 +17,14 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from machine import describe
 
 RUN = [
     "model.image_variant=mu/14", "model.embed_dim=16", "model.max_len=12",
@@ -80,7 +81,7 @@ def main() -> None:
         "repeats": repeats,
         "median_cpu_s": {k: statistics.median(r[k]["cpu_s"] for r in repeats) for k in ("cold", "warm")},
         "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "machine": describe(),
     }  # fmt: skip
     cold, warm = result["median_cpu_s"]["cold"], result["median_cpu_s"]["warm"]
     print(f"aced train, CPU seconds (median of {args.repeats}): cold cache {cold:.1f}, "

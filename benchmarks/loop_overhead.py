@@ -23,10 +23,11 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import tempfile
 import time
+
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -134,7 +135,7 @@ def main() -> None:
             "rows": rows,
             "steps": args.steps,
             "repeats": args.repeats,
-            "machine": f"{platform.machine()} {os.cpu_count()} cores",
+            "machine": describe(),
             "jax": jax.__version__,
             "load_average": os.getloadavg(),
         }

@@ -20,10 +20,11 @@ Usage::
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
+
+from machine import describe
 
 DEVICES = 8
 os.environ["XLA_FLAGS"] = (
@@ -139,7 +140,7 @@ def main():
                 "total = arguments + outputs + temporaries - aliased",
                 "time": f"median of {args.repeats} calls after one warm-up, seconds",
                 "jax": jax.__version__,
-                "host": f"{platform.machine()}, {os.cpu_count()} CPUs, {DEVICES} simulated devices",
+                "host": f"{describe()}, {DEVICES} simulated devices",
                 "rows": rows,
             },
             f,

@@ -20,7 +20,8 @@ Usage::
 import argparse
 import json
 import os
-import platform
+
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -90,7 +91,7 @@ def main():
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         result = {"B": n, "b": n_select, "n_chunks": n_chunks, "seeds": seeds, "rows": rows,
-                  "backend": jax.default_backend(), "machine": platform.machine(),
+                  "backend": jax.default_backend(), "machine": describe(),
                   "jax": jax.__version__}  # fmt: skip
         with open(args.out + ".tmp", "w") as f:
             json.dump(result, f, indent=1)

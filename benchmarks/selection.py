@@ -27,12 +27,13 @@ Usage::
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -177,10 +178,9 @@ def main():
                     row["same_indices"] = same
 
     print()
-    machine = platform.processor() or platform.machine()
+    machine = describe()
     print(f"block_rows={args.block_rows} block_cols={args.block_cols}, D={WIDTH}, "
-          f"{N_CHUNKS} chunks, f={FILTER_RATIO}, interpret mode, {machine}, "
-          f"{os.cpu_count()} cores")  # fmt: skip
+          f"{N_CHUNKS} chunks, f={FILTER_RATIO}, interpret mode, {machine}")  # fmt: skip
     header = "| path | B | n_select | compile s | run s | base RSS MiB | peak RSS MiB | same |"
     print(header)
     print("|---|---:|---:|---:|---:|---:|---:|---|")

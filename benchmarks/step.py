@@ -39,12 +39,13 @@ import glob
 import gzip
 import json
 import os
-import platform
 import re
 import statistics
 import sys
 import tempfile
 import time
+
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -413,7 +414,7 @@ def main():
             "image": [IMAGE_SIZE, IMAGE_SIZE, CHANNELS], "max_len": MAX_LEN,
             "repeats": repeats, "cpu_count": os.cpu_count(),
             "chunk_tokens": two_tower.CPU_CHUNK_TOKENS,
-            "machine": platform.processor() or platform.machine(),
+            "machine": describe(),
             "load_average_before": load_before, "load_average_after": load_after,
         }  # fmt: skip
         result = {"config": meta, "matmuls": matmuls, "rows": rows,

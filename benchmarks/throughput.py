@@ -32,9 +32,10 @@ of their own (see ``benchmarks/README.md``)::
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
+
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -215,7 +216,7 @@ def main():
         "repeats": repeats,
         "steps_per_timing": steps,
         "torch_threads": args.threads,
-        "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores",
+        "machine": describe(),
         "versions": {
             "jax": jax.__version__,
             "torch": torch.__version__,
