@@ -42,8 +42,10 @@ def enable_compilation_cache() -> pathlib.Path | None:
     makes, so results are bit for bit the same. JAX's own setting wins
     (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config`` set by the caller); otherwise
     `CACHE_ENV` names the directory, or ``off`` turns the cache off; by default it is
-    `default_cache_dir`, bounded to `CACHE_MAX_BYTES` unless
-    ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise. JAX writes only programs that
+    `default_cache_dir`. Either is bounded to `CACHE_MAX_BYTES` unless
+    ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise; with a bound JAX drops the least
+    recently used entries and takes a file lock (``filelock``) around every read and
+    write, so that commands running at once never read an entry half written. JAX writes only programs that
     took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile,
     and in a run across processes only process 0 writes.
     """
@@ -60,8 +62,8 @@ def enable_compilation_cache() -> pathlib.Path | None:
             f"{CACHE_ENV}={setting}: not a directory; name a directory for the compilation "
             f"cache, or set {CACHE_ENV}=off"
         )
-    if not setting and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:  # bounded: JAX then locks the
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)  # reads, writes
     jax.config.update("jax_compilation_cache_dir", str(directory))
     return directory
 

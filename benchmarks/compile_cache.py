@@ -8,8 +8,9 @@ docs/training.md) and runs the same small ACED run twice, each time in a fresh
 ``smoke`` preset with tiny towers (``mu/14``, 4 learner steps, a 2-step
 reference trained first). The first run compiles and writes the cache; the
 second loads its programs. The JSON has each run's CPU seconds (user + system,
-``resource.getrusage`` of the child), wall seconds, the number of cache
-entries after each run, and whether the two runs' final parameters are
+``resource.getrusage`` of the child), wall seconds, the number of files in the
+cache directory after each run (the entries; with a size bound also their
+access times and the lock), and whether the two runs' final parameters are
 bit-identical (a loaded executable is the binary a fresh compile makes).
 """
 

@@ -120,7 +120,7 @@ tmp = pathlib.Path(sys.argv[1])
 os.environ[CACHE_ENV] = str(tmp / "chosen")
 assert cli.main(["eval", str(tmp / "missing")]) == 1  # a command turns the cache on first
 assert jax.config.jax_compilation_cache_dir == str(tmp / "chosen")
-assert jax.config.jax_compilation_cache_max_size == -1  # a directory of one's own: unbounded
+assert jax.config.jax_compilation_cache_max_size == CACHE_MAX_BYTES  # bounded, so locked
 jax.config.update("jax_compilation_cache_dir", None)
 os.environ[CACHE_ENV] = "off"
 assert enable_compilation_cache() is None and jax.config.jax_compilation_cache_dir is None
