@@ -24,7 +24,7 @@ PLUGIN_OPTIONS = dict(
 
 
 CACHE_ENV = "ACED_COMPILATION_CACHE"  # a directory, or "off"; docs/training.md
-CACHE_MAX_BYTES = 4 << 30  # the default directory's bound: least recently used entries go
+CACHE_MAX_BYTES = 4 << 30  # the bound of a directory aced chooses: least recently used go
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -45,9 +45,10 @@ def enable_compilation_cache() -> pathlib.Path | None:
     `default_cache_dir`. Either is bounded to `CACHE_MAX_BYTES` unless
     ``JAX_COMPILATION_CACHE_MAX_SIZE`` says otherwise; with a bound JAX drops the least
     recently used entries and takes a file lock (``filelock``) around every read and
-    write, so that commands running at once never read an entry half written. JAX writes only programs that
-    took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile,
-    and in a run across processes only process 0 writes.
+    write, so that commands running at once never read an entry half written. JAX
+    writes only programs that took at least
+    ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile, and in a run
+    across processes only process 0 writes.
     """
     import jax
 
@@ -62,8 +63,8 @@ def enable_compilation_cache() -> pathlib.Path | None:
             f"{CACHE_ENV}={setting}: not a directory; name a directory for the compilation "
             f"cache, or set {CACHE_ENV}=off"
         )
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:  # bounded: JAX then locks the
-        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)  # reads, writes
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:  # with a bound, JAX also locks
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     return directory
 
