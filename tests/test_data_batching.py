@@ -48,6 +48,21 @@ def test_batch_contents_line_up(split):
         BatchIterator(split, TOKENIZER, batch_size=4, channels=1, process_index=0, process_count=1)
     )
     assert grey["images"].shape == (4, 56, 56, 1)
+    want = split.images[grey["index"]].astype(np.float32)[..., None] / np.float32(127.5) - 1
+    np.testing.assert_array_equal(grey["images"], want)  # the same roundings, written out
+
+
+def test_model_images_known_values():
+    grey = np.array([[[0, 51], [128, 255]]], np.uint8)  # (1, 2, 2)
+    want = np.array([-1.0, 51 / 127.5 - 1, 128 / 127.5 - 1, 1.0], np.float32).reshape(1, 2, 2, 1)
+    np.testing.assert_allclose(to_model_images(grey, 1), want, rtol=0, atol=1e-7)
+    assert to_model_images(grey, 1)[0, 0, 0, 0] == -1.0 and to_model_images(grey, 1).max() == 1.0
+    rgb = to_model_images(grey, 3)
+    assert rgb.dtype == np.float32 and rgb.shape == (1, 2, 2, 3)
+    np.testing.assert_array_equal(rgb, np.repeat(to_model_images(grey, 1), 3, axis=-1))
+    np.testing.assert_array_equal(to_model_images(grey[..., None], 1), to_model_images(grey, 1))
+    with pytest.raises(ValueError, match="2 channels; the model expects 3"):
+        to_model_images(np.zeros((1, 2, 2, 2), np.uint8), 3)
 
 
 def test_epochs_cover_each_example_once(split):

@@ -77,7 +77,9 @@ class SceneSource:
             images = np.stack(
                 [resize_center_crop(PIL.Image.fromarray(im), image_size, 1) for im in images]
             )
-        images = np.repeat(images.reshape(*images.shape[:3], 1), channels, axis=-1)
+        images = images.reshape(*images.shape[:3], 1)  # a fresh array: `indices` copied it
+        if channels != 1:
+            images = np.repeat(images, channels, axis=-1)
         k = len(indices)
         return LoadedExamples(
             images,

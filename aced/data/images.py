@@ -78,7 +78,9 @@ def to_model_images(
         images = images[..., None]
     if images.shape[-1] not in (1, channels):
         raise ValueError(f"images have {images.shape[-1]} channels; the model expects {channels}")
-    scaled = images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # (n, H, W, c)
+    scaled = images.astype(np.float32)  # (n, H, W, c); then in place, the same two roundings
+    scaled /= np.float32(127.5)
+    scaled -= np.float32(1.0)
     if scaled.shape[-1] != channels:
         scaled = np.repeat(scaled, channels, axis=-1)
     return scaled
