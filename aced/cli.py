@@ -37,6 +37,7 @@ from aced.cli_common import (
     EXIT_USAGE,
     PLUGIN_FLAG,
     PLUGIN_OPTIONS,
+    SELF_PARSED,
     enable_compilation_cache,
     load_plugins,
     plugins_in,
@@ -238,10 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fields_help = None
     if argv[:1] == ["train"] and {"-h", "--help"} & set(argv):
         fields_help = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else "aced"
-    if argv[:1] == ["lit-decoder"]:  # its module parses every option (they may lead)
+    parser = _parser(fields_help=fields_help)
+    if argv[:1] and argv[0] in SELF_PARSED:  # its module parses every option (they may lead)
         args = argparse.Namespace(command=argv[0], args=argv[1:])
     else:
-        args = _parser(fields_help=fields_help).parse_args(argv)
+        args = parser.parse_args(argv)
     # orbax's info lines would drown the progress bar.
     logging.getLogger("absl").setLevel(logging.ERROR)
     from aced.train.checkpoint import CheckpointError

@@ -101,8 +101,17 @@ def plugins_in(argv: Sequence[str]) -> list[str]:
     return found
 
 
+SELF_PARSED: set[str] = set()  # the sub-commands `remainder_command` registered
+
+
 def remainder_command(commands, name: str, about: str, usage: str) -> None:
     """Register ``aced NAME`` whose arguments its module parses itself (options and
-    ``data.key=value`` fields in any order, with ``parse_intermixed_args``)."""
+    ``data.key=value`` fields in any order, with ``parse_intermixed_args``).
+
+    ``aced.cli.main`` hands such a command everything after its name, whatever
+    comes first: an argparse ``REMAINDER`` would not take a leading option, so
+    ``aced NAME --help`` or ``aced NAME --out DIR ...`` would stop at the top
+    level with "unrecognized arguments"."""
     command = commands.add_parser(name, help=about, add_help=False)
     command.add_argument("args", nargs=argparse.REMAINDER, help=usage)
+    SELF_PARSED.add(name)

@@ -12,6 +12,22 @@ from test_loop import micro_overrides  # the same micro run, so that its compile
 from aced.cli import main
 from aced.train.config import config_fields, preset
 
+COMMANDS = ["train", "eval", "reproduce", "convert", "tokenizer", "score", "embed", "lit-decoder"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_answers_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: aced {command} ")
+
+
+def test_a_command_that_parses_its_own_arguments_takes_an_option_first(tmp_path, capsys):
+    # Not "unrecognized arguments" at the top level: the command's own parser reads them.
+    assert main(["embed", "--out", str(tmp_path / "emb"), str(tmp_path / "nowhere")]) == 1
+    assert "holds neither checkpoints nor model files" in capsys.readouterr().err
+
 
 def test_train_help_documents_every_field(capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -59,16 +75,7 @@ def test_python_dash_m_aced_runs_the_cli():
         for line in done.stdout.splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert listed == [
-        "train",
-        "eval",
-        "reproduce",
-        "convert",
-        "tokenizer",
-        "score",
-        "embed",
-        "lit-decoder",
-    ]  # each works
+    assert listed == COMMANDS  # each answers --help (test_every_command_answers_help)
     assert "bench" not in done.stdout  # benchmarks are scripts, not a stub subcommand
 
 
