@@ -53,6 +53,7 @@ import jaxlib
 import numpy as np
 from jax.sharding import Mesh
 from step_problem import step_config, tiny_batch, tiny_config
+from xla_flags import ROUNDING_NEUTRAL
 
 from aced.models import TwoTower
 from aced.train.config import DistillConfig, OptimConfig, SelectionConfig
@@ -94,8 +95,10 @@ def machine() -> str:
                 break
     isa = "+".join(f for f in _ISA if f in flags)
     codegen = " ".join(
-        f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f
-    )  # the suite's code generation flags (xla_flags.py), which change rounding
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if "device_count" not in f and f not in ROUNDING_NEUTRAL
+    )  # the suite's code generation flags (xla_flags.py) that change rounding
     return f"{platform.machine()} {model} [{isa}] jaxlib {jaxlib.__version__} {codegen}".strip()
 
 

@@ -21,7 +21,15 @@ bit are compiled alike. ``tests/behaviour.py`` records them in `machine()`.
 
 import os
 
-FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# XLA:CPU splits each LLVM module into up to 32 parts and compiles them on a thread
+# pool; on 2 cores the split costs more CPU time than it saves (about a tenth of a train
+# step's compile), and the machine code it produces is the same, bit for bit
+# (`SPLIT`; both measured by ``python benchmarks/compile_time.py``).
+SPLIT = "--xla_cpu_parallel_codegen_split_count=1"
+FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false", SPLIT)
+# Flags of `FAST_COMPILE` that leave every result bit-identical (not part of
+# ``behaviour.machine()``, the key of the bit-for-bit record).
+ROUNDING_NEUTRAL = (SPLIT,)
 DEFAULT_CODEGEN_ENV = "ACED_TESTS_DEFAULT_CODEGEN"
 
 
