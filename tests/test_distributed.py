@@ -28,10 +28,9 @@ from aced.train.checkpoint.layout import PAUSE_ENV
 from aced.train.loop import train
 
 STEPS = 6  # checkpoints at 2, 4, 6
-# Each process has several local devices (the batch is split across processes, then
-# across each process's devices), and as few as that needs: every gloo collective
-# runs over all the devices, and 2 x 4 devices cost a launch about a sixth more CPU
-# time than 2 x 2.
+# Two devices per process: enough that each process splits its rows of the batch
+# across local devices as well; every gloo collective spans all the run's devices, so
+# fewer of them make each launch cheaper.
 DEVICES = 4  # in all, split among the processes
 # Not bit for bit: across process counts the gradient all-reduce sums in another order
 # (gloo's ring against XLA's in-process sum), so results differ in their last bits. The
