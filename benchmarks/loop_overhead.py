@@ -2,12 +2,15 @@
 
     python benchmarks/loop_overhead.py --out benchmarks/results/loop_overhead.json
     python benchmarks/loop_overhead.py --quick     # a smoke run: 1 repeat, 40 steps
+    python benchmarks/loop_overhead.py --checkpoint-every 1000   # no save inside the timing
 
 For each method (``iid``, and ``acid`` with its reference trained first for a
 few steps), one run of `aced.train.loop.train` on the method's preset (the
 built-in data, the preset's logging every 10 steps and its checkpoints, here
 every 50 steps so that they fall inside the timing) is timed from the dispatch
-of the step after its first log (step 11) to the dispatch of its last:
+of the step after its first log (step 11) to the end of its last step (its
+outputs awaited, so that a loop which dispatches steps ahead is timed to the
+work done):
 everything the loop does between steps (loading and sharding the next
 super-batch, reading the metrics, logging, the selection diagnostics,
 checkpoints) is inside; the one-off compilations (the step's, the
@@ -39,31 +42,41 @@ from aced.train.config import apply_overrides, preset  # noqa: E402
 REFERENCE = ["reference.train_steps=10"]  # its quality does not matter here, only its shape
 
 
-def timed_run(method: str, steps: int, out_dir: pathlib.Path) -> tuple[float, float, int]:
+def timed_run(
+    method: str, steps: int, out_dir: pathlib.Path, checkpoint_every: int = 50
+) -> tuple[float, float, int]:
     """(loop examples/s, bare examples/s, super-batch size) of one run of `method`."""
     calls: list[float] = []
+    done: list[float] = []  # when the learner's last step finished
     captured: dict = {}
     real = loop.compiled_step
 
     def recording(config, mesh):
         step = real(config, mesh)
 
-        def run(state, batch, reference):
+        def timed(state, batch, reference):
             calls.append(time.perf_counter())
             captured.update(state=state, batch=batch, reference=reference)
-            return step(state, batch, reference)
+            result = step(state, batch, reference)
+            if config == run.step and len(calls) == total:  # the learner's last step
+                jax.block_until_ready(result)
+                done.append(time.perf_counter())
+            return result
 
         captured["step"] = step
-        return run
+        return timed
 
     overrides = [
         f"train.steps={steps}",
-        "train.checkpoint_every=50",
+        f"train.checkpoint_every={checkpoint_every}",
         f"train.out_dir={out_dir}",
         "train.progress=false",
         *REFERENCE,
     ]
     run = apply_overrides(preset(method), overrides)
+    # The calls up to the learner's last: the reference's steps (when it is trained
+    # first), then the learner's.
+    total = steps + (run.reference.train_steps if run.needs_reference else 0)
     loop.compiled_step = recording
     try:
         loop.train(run)
@@ -74,11 +87,14 @@ def timed_run(method: str, steps: int, out_dir: pathlib.Path) -> tuple[float, fl
     # fall before it.
     calls = calls[-steps:][run.train.log_every :]
     size = run.data.super_batch_size
-    loop_rate = size * (len(calls) - 1) / (calls[-1] - calls[0])
+    # From the dispatch of the first timed step to the end of the last: a loop that
+    # dispatches ahead of its steps is timed to the work done, not to its last dispatch.
+    (end,) = done
+    loop_rate = size * len(calls) / (end - calls[0])
 
     step, state = captured["step"], captured["state"]
     batch, reference = captured["batch"], captured["reference"]
-    n = len(calls) - 1
+    n = len(calls)
     jax.block_until_ready(step(state, batch, reference))  # warm: compiled already
     start = time.perf_counter()
     for _ in range(n):
@@ -93,6 +109,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["iid", "acid"])
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50,
+        help="checkpoint interval; one above --steps leaves only the final save, after the timing",
+    )
     parser.add_argument("--quick", action="store_true", help="1 repeat of 40 steps")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
@@ -105,7 +127,9 @@ def main() -> None:
         for repeat in range(args.repeats):
             for method in args.methods:
                 out = pathlib.Path(tmp) / f"{method}-{repeat}"
-                loop_rate, bare_rate, sizes[method] = timed_run(method, args.steps, out)
+                loop_rate, bare_rate, sizes[method] = timed_run(
+                    method, args.steps, out, args.checkpoint_every
+                )
                 timings[method]["loop"].append(loop_rate)
                 timings[method]["bare"].append(bare_rate)
                 print(f"{method} repeat {repeat}: loop {loop_rate:.0f} ex/s, bare {bare_rate:.0f}")
@@ -135,6 +159,7 @@ def main() -> None:
             "rows": rows,
             "steps": args.steps,
             "repeats": args.repeats,
+            "checkpoint_every": args.checkpoint_every,
             "machine": describe(),
             "jax": jax.__version__,
             "load_average": os.getloadavg(),
