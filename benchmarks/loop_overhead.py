@@ -23,6 +23,7 @@ run against the bare run right after it (a shared machine's load drifts).
 """
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -53,12 +54,13 @@ def timed_run(
 
     def recording(config, mesh):
         step = real(config, mesh)
+        learner_calls = itertools.count(1)  # this wrapper's calls, when it runs the learner
 
         def timed(state, batch, reference):
             calls.append(time.perf_counter())
             captured.update(state=state, batch=batch, reference=reference)
             result = step(state, batch, reference)
-            if config == run.step and len(calls) == total:  # the learner's last step
+            if config == run.step and next(learner_calls) == steps:  # the learner's last step
                 jax.block_until_ready(result)
                 done.append(time.perf_counter())
             return result
@@ -74,9 +76,6 @@ def timed_run(
         *REFERENCE,
     ]
     run = apply_overrides(preset(method), overrides)
-    # The calls up to the learner's last: the reference's steps (when it is trained
-    # first), then the learner's.
-    total = steps + (run.reference.train_steps if run.needs_reference else 0)
     loop.compiled_step = recording
     try:
         loop.train(run)
