@@ -3,6 +3,7 @@
     python benchmarks/loop_overhead.py --out benchmarks/results/loop_overhead.json
     python benchmarks/loop_overhead.py --quick     # a smoke run: 1 repeat, 40 steps
     python benchmarks/loop_overhead.py --checkpoint-every 1000   # no save inside the timing
+    python benchmarks/loop_overhead.py --breakdown   # also where the loop's host time goes
 
 For each method (``iid``, and ``acid`` with its reference trained first for a
 few steps), one run of `aced.train.loop.train` on the method's preset (the
@@ -20,9 +21,17 @@ super-batch, with one host synchronisation at the end: the bare step. The
 two alternate ``--repeats`` times; the JSON has each timing, the medians, and
 the overhead: the median over the repeats of ``1 - loop / bare``, each loop
 run against the bare run right after it (a shared machine's load drifts).
+
+With ``--breakdown``, each of the loop's host-side parts (`PARTS`) is timed
+over the timed steps, per step: calls, wall time and its thread's CPU time;
+for the parts on the main thread, during which no step computes, also the
+CPU time of all the process's threads (orbax writes a checkpoint on threads
+of its own). Loading and sharding run on the input thread while a step
+computes, so their wall time includes waiting for the cores the step uses.
 """
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -43,10 +52,61 @@ from aced.train.config import apply_overrides, preset  # noqa: E402
 REFERENCE = ["reference.train_steps=10"]  # its quality does not matter here, only its shape
 
 
+# The loop's host-side parts that --breakdown times: (owner, attribute) in aced.train.loop.
+PARTS = {
+    "load_batch": (loop.BatchIterator, "__next__"),
+    "shard_batch": (loop, "super_batch"),
+    "log": (loop.MetricsLog, "write"),
+    "diagnostics": (loop, "selection_diagnostics"),
+    "checkpoint": (loop, "save_checkpoint"),
+}
+# These two run on the input thread while a step computes: the process's CPU time over
+# them is mostly the step's, so only their own thread's is kept.
+INPUT_THREAD = ("load_batch", "shard_batch")
+
+
+@contextlib.contextmanager
+def timed_parts(totals: dict, counting: list):
+    """Add each part's calls, wall seconds and its thread's CPU seconds to `totals` while
+    `counting`; for the main thread's parts (the step waits for them) also the process's
+    CPU seconds, every thread's (orbax writes on threads of its own)."""
+    saved = {name: getattr(owner, attr) for name, (owner, attr) in PARTS.items()}
+
+    def timing(name, fn):
+        def timed(*args, **kwargs):
+            wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if counting:
+                    t = totals.setdefault(name, {"calls": 0, "wall": 0.0, "cpu": 0.0})
+                    t["calls"] += 1
+                    t["wall"] += time.perf_counter() - wall
+                    t["cpu"] += time.thread_time() - cpu
+                    if name not in INPUT_THREAD:
+                        t["process"] = t.get("process", 0.0) + time.process_time() - process
+
+        return timed
+
+    for name, (owner, attr) in PARTS.items():
+        setattr(owner, attr, timing(name, saved[name]))
+    try:
+        yield
+    finally:
+        for name, (owner, attr) in PARTS.items():
+            setattr(owner, attr, saved[name])
+
+
 def timed_run(
-    method: str, steps: int, out_dir: pathlib.Path, checkpoint_every: int = 50
+    method: str,
+    steps: int,
+    out_dir: pathlib.Path,
+    checkpoint_every: int = 50,
+    parts: dict | None = None,
 ) -> tuple[float, float, int]:
-    """(loop examples/s, bare examples/s, super-batch size) of one run of `method`."""
+    """(loop examples/s, bare examples/s, super-batch size) of one run of `method`;
+    with `parts` (a dict), what each of `PARTS` cost over the timed steps is added to it."""
+    counting: list[bool] = []  # made true at the learner's first timed step
     calls: list[float] = []
     done: list[float] = []  # when the learner's last step finished
     captured: dict = {}
@@ -57,10 +117,13 @@ def timed_run(
         learner_calls = itertools.count(1)  # this wrapper's calls, when it runs the learner
 
         def timed(state, batch, reference):
+            call = next(learner_calls) if config == run.step else 0
+            if call == run.train.log_every + 1:  # the first timed step
+                counting.append(True)
             calls.append(time.perf_counter())
             captured.update(state=state, batch=batch, reference=reference)
             result = step(state, batch, reference)
-            if config == run.step and next(learner_calls) == steps:  # the learner's last step
+            if call == steps:  # the learner's last step
                 jax.block_until_ready(result)
                 done.append(time.perf_counter())
             return result
@@ -78,7 +141,8 @@ def timed_run(
     run = apply_overrides(preset(method), overrides)
     loop.compiled_step = recording
     try:
-        loop.train(run)
+        with timed_parts(parts, counting) if parts is not None else contextlib.nullcontext():
+            loop.train(run)
     finally:
         loop.compiled_step = real
     # The learner's steps (a reference trained first comes before), from the one after
@@ -94,6 +158,8 @@ def timed_run(
     step, state = captured["step"], captured["state"]
     batch, reference = captured["batch"], captured["reference"]
     n = len(calls)
+    if parts is not None:
+        parts["timed_steps"] = parts.get("timed_steps", 0) + n
     jax.block_until_ready(step(state, batch, reference))  # warm: compiled already
     start = time.perf_counter()
     for _ in range(n):
@@ -101,6 +167,21 @@ def timed_run(
     jax.block_until_ready((state, metrics))
     bare_rate = size * n / (time.perf_counter() - start)
     return loop_rate, bare_rate, size
+
+
+def per_step(totals: dict) -> dict:
+    """`timed_parts`' totals per timed learner step, in milliseconds."""
+    steps = totals["timed_steps"]
+    return {
+        name: {
+            "calls_per_step": t["calls"] / steps,
+            "wall_ms": 1e3 * t["wall"] / steps,
+            "thread_cpu_ms": 1e3 * t["cpu"] / steps,
+            "process_cpu_ms": 1e3 * t["process"] / steps if "process" in t else None,
+        }
+        for name, t in totals.items()
+        if name != "timed_steps"
+    }
 
 
 def main() -> None:
@@ -115,6 +196,11 @@ def main() -> None:
         help="checkpoint interval; one above --steps leaves only the final save, after the timing",
     )
     parser.add_argument("--quick", action="store_true", help="1 repeat of 40 steps")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the loop's host-side parts (PARTS) per learner step",
+    )
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
     if args.quick:
@@ -122,12 +208,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         timings = {m: {"loop": [], "bare": []} for m in args.methods}
+        parts = {m: {} if args.breakdown else None for m in args.methods}
         sizes = {}
         for repeat in range(args.repeats):
             for method in args.methods:
                 out = pathlib.Path(tmp) / f"{method}-{repeat}"
                 loop_rate, bare_rate, sizes[method] = timed_run(
-                    method, args.steps, out, args.checkpoint_every
+                    method, args.steps, out, args.checkpoint_every, parts[method]
                 )
                 timings[method]["loop"].append(loop_rate)
                 timings[method]["bare"].append(bare_rate)
@@ -145,14 +232,26 @@ def main() -> None:
                     "overhead": statistics.median(paired),
                     "overhead_per_repeat": paired,
                     "timings": t,
+                    **({"parts": per_step(parts[method])}
+                       if args.breakdown else {}),
                 }
-            )
+            )  # fmt: skip
     print(f"{'method':8} {'loop ex/s':>10} {'bare ex/s':>10} {'overhead':>9}")
     for r in rows:
         print(
             f"{r['method']:8} {r['loop_examples_per_s']:10.0f} {r['bare_examples_per_s']:10.0f} "
             f"{100 * r['overhead']:8.1f}%"
         )
+    for r in rows if args.breakdown else ():
+        bare_ms = 1e3 * r["super_batch"] / r["bare_examples_per_s"]
+        print(f"{r['method']}: per learner step (the bare step: {bare_ms:.1f} ms)")
+        for name, p in r["parts"].items():
+            every = p["process_cpu_ms"]
+            print(
+                f"  {name:12} {p['calls_per_step']:5.2f} calls {p['wall_ms']:6.2f} ms wall "
+                f"{p['thread_cpu_ms']:6.2f} ms CPU of its thread"
+                + ("" if every is None else f", {every:.2f} ms of all threads")
+            )
     if args.out:
         record = {
             "rows": rows,
