@@ -223,19 +223,18 @@ def main() -> None:
             loop_rate, bare_rate = statistics.median(t["loop"]), statistics.median(t["bare"])
             # Each loop run against the bare run right after it: a paired ratio per repeat.
             paired = [1 - a / b for a, b in zip(t["loop"], t["bare"], strict=True)]
-            rows.append(
-                {
-                    "method": method,
-                    "super_batch": sizes[method],
-                    "loop_examples_per_s": loop_rate,
-                    "bare_examples_per_s": bare_rate,
-                    "overhead": statistics.median(paired),
-                    "overhead_per_repeat": paired,
-                    "timings": t,
-                    **({"parts": per_step(parts[method])}
-                       if args.breakdown else {}),
-                }
-            )  # fmt: skip
+            row = {
+                "method": method,
+                "super_batch": sizes[method],
+                "loop_examples_per_s": loop_rate,
+                "bare_examples_per_s": bare_rate,
+                "overhead": statistics.median(paired),
+                "overhead_per_repeat": paired,
+                "timings": t,
+            }
+            if args.breakdown:
+                row["parts"] = per_step(parts[method])
+            rows.append(row)
     print(f"{'method':8} {'loop ex/s':>10} {'bare ex/s':>10} {'overhead':>9}")
     for r in rows:
         print(
