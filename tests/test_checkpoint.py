@@ -19,16 +19,22 @@ import threading
 import time
 
 import equinox as eqx
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 from xla_flags import xla_flags
 
 from aced import cli
 from aced.models import TwoTower, TwoTowerConfig
 from aced.train.checkpoint import (
     CHECKPOINTS,
+    FORMAT,
     PAUSE_ENV,
     RECORD,
     STATE,
@@ -40,10 +46,12 @@ from aced.train.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
     save_model,
+    write_record,
 )
 from aced.train.checkpoint import save as saving
-from aced.train.checkpoint.layout import discard
+from aced.train.checkpoint.layout import array_crc, discard, file_list, pack, split_state, unpack
 from aced.train.config import preset
+from aced.train.sharding import default_mesh, replicate
 from aced.train.state import init_train_state
 
 # After a failed restore, tensorstore may still post results to orbax's closed event loop.
@@ -124,6 +132,109 @@ def test_round_trip_is_bitwise_and_keeps_meta(tmp_path, template):
     abstract = eqx.filter_eval_shape(fresh_state)
     again, _ = restore_checkpoint(tmp_path, abstract, step=7)
     assert_same_state(again, states[7])
+
+
+def test_restore_places_each_array_as_its_template_does(tmp_path, template):
+    mesh = default_mesh()
+    replicated = replicate(template, mesh)
+    states = save_steps(tmp_path, template, [3])
+    restored, _ = restore_checkpoint(tmp_path, replicated)
+    assert_same_state(restored, states[3])
+    for leaf in jax.tree.leaves(eqx.filter(restored, eqx.is_array)):
+        assert leaf.sharding == NamedSharding(mesh, PartitionSpec())
+
+
+def test_the_arrays_are_packed_by_dtype(tmp_path, template):
+    save_steps(tmp_path, template, [2])
+    record = read_meta(tmp_path)
+    arrays, _, _ = split_state(template)
+    assert record["format"] == FORMAT == 2 and len(record["arrays"]) == len(arrays) > 50
+    by_dtype = {}
+    for name, a in arrays.items():
+        by_dtype[str(a.dtype)] = by_dtype.get(str(a.dtype), 0) + a.size
+        assert record["arrays"][name]["shape"] == list(a.shape)
+    assert record["packed"] == by_dtype and set(by_dtype) == {"float32", "int32", "uint32"}
+
+
+array_specs = st.lists(
+    st.tuples(
+        st.sampled_from([np.float32, np.int32, np.uint32, np.bool_, jnp.bfloat16, np.float64]),
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+    ),
+    max_size=8,
+)
+
+
+@hypothesis.given(array_specs, st.integers(0, 2**32 - 1))
+def test_unpack_inverts_pack(specs, seed):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        f"leaf{i}": np.asarray(rng.standard_normal(shape) * 100).astype(dtype)
+        for i, (dtype, shape) in enumerate(specs)
+    }
+    packed, offsets = pack(arrays)
+    assert {d: p.shape for d, p in packed.items()} == {
+        str(a.dtype): (sum(b.size for b in arrays.values() if b.dtype == a.dtype),)
+        for a in arrays.values()
+    }
+    layout = {
+        name: {"shape": list(a.shape), "dtype": str(a.dtype), "offset": offsets[name]}
+        for name, a in arrays.items()
+    }
+    for name, out in unpack(packed, layout).items():
+        assert out.dtype == arrays[name].dtype and out.shape == arrays[name].shape
+        np.testing.assert_array_equal(out, arrays[name])
+
+
+def save_format_1(run_dir: pathlib.Path, state, meta: dict) -> None:
+    """The checkpoint of ``state.step`` as aced wrote it before packing (format 1): one
+    orbax array per leaf under its flat name; each leaf's shape, dtype and CRC32 in the
+    record, with no offsets."""
+    step_dir = run_dir / CHECKPOINTS / str(int(state.step))
+    arrays = {name: np.asarray(a) for name, a in split_state(state)[0].items()}
+    checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+    checkpointer.save(step_dir / STATE, args=ocp.args.StandardSave(arrays))
+    checkpointer.close()
+    record = {
+        **meta,
+        "format": 1,
+        "step": int(state.step),
+        "key_impl": str(jax.random.key_impl(state.key)),
+        "arrays": {
+            name: {"shape": list(a.shape), "dtype": str(a.dtype), "crc32": array_crc(a)}
+            for name, a in arrays.items()
+        },
+        "files": file_list(step_dir / STATE),
+    }
+    write_record(step_dir / RECORD, record)
+
+
+@pytest.mark.parametrize("damage", [None, "_flip_array_bytes", "_wrong_checksum"])
+def test_a_checkpoint_of_format_1_restores_bitwise_and_its_damage_is_found(
+    tmp_path, template, damage
+):
+    states = save_steps(tmp_path, template, [1])
+    state = scrambled(template, 5, seed=5)
+    save_format_1(tmp_path, state, {"data": {"epoch": 0, "position": 5}})
+    if damage is None:
+        restored, meta = restore_checkpoint(tmp_path, template)
+        assert meta["format"] == 1 and meta["data"]["position"] == 5
+        assert_same_state(restored, state)
+        # The next save after a resume writes the current format beside it.
+        save_steps(tmp_path, template, [6])
+        assert read_meta(tmp_path)["format"] == FORMAT
+        assert_same_state(restore_checkpoint(tmp_path, template, step=1)[0], states[1])
+        return
+    step_dir = tmp_path / CHECKPOINTS / "5"
+    if damage == "_flip_array_bytes":
+        _flip_array_bytes(step_dir)
+        _edit_record(_without_file_list)(step_dir)  # so that orbax and the CRCs meet it
+    else:
+        _edit_record(_wrong_checksum)(step_dir)
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/5 cannot be restored.*older step \(1\)"
+    ):
+        restore_checkpoint(tmp_path, template)
 
 
 def test_keeps_the_latest_n(tmp_path, template):
@@ -368,6 +479,26 @@ def _unknown_key_impl(record: dict) -> dict:
     return {**record, "key_impl": "no-such-prng"}
 
 
+def _offset_beyond_its_array(record: dict) -> dict:
+    last = max(record["arrays"], key=lambda name: record["arrays"][name]["offset"])
+    record["arrays"][last]["offset"] = record["packed"][record["arrays"][last]["dtype"]]
+    return record
+
+
+def _swapped_offsets(record: dict) -> dict:
+    first, second = sorted(
+        (entry for entry in record["arrays"].values() if entry["dtype"] == "float32"),
+        key=lambda entry: entry["offset"],
+    )[:2]
+    first["offset"], second["offset"] = second["offset"], first["offset"]
+    return record
+
+
+def _no_packed_list(record: dict) -> dict:
+    del record["packed"]
+    return record
+
+
 DAMAGES = [
     _truncate_arrays,
     _flip_array_bytes,
@@ -383,6 +514,9 @@ DAMAGES = [
     _edit_record(_not_a_record),
     _edit_record(_another_step),
     _edit_record(_unknown_key_impl),
+    _edit_record(_offset_beyond_its_array),
+    _edit_record(_swapped_offsets),
+    _edit_record(_no_packed_list),
 ]
 
 

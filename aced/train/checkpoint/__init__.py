@@ -3,14 +3,18 @@
 A training checkpoint is one step directory ``<run>/checkpoints/<step>/`` holding
 
 - ``state/``: every array leaf of the `TrainState` (learner, projection,
-  optimiser state, step, and the PRNG key as its raw key data) under flat
-  names (``jax.tree_util.keystr``), written by orbax's `StandardCheckpointHandler`
-  (tensorstore);
+  optimiser state, step, and the PRNG key as its raw key data), packed by
+  dtype into one flat array each (``float32``, ``int32``, ``uint32``, ...),
+  written by orbax's `StandardCheckpointHandler` (tensorstore); orbax's cost
+  is mostly per array, so a few flat arrays save about 4x faster than one
+  array per leaf (`benchmarks/loop_overhead.py --breakdown`);
 - ``meta/metadata``: aced's JSON record: the step, the data iterator's
   position, the `RunConfig`, the cumulative training FLOPs, the last metrics,
-  a CRC32 of every array and the size and CRC32 of every file in ``state/``
-  (so that a damaged file is named before tensorstore reads it, and cannot
-  restore silently).
+  every leaf under its flat name (``jax.tree_util.keystr``) with its shape,
+  dtype, offset in its packed array and CRC32, and the size and CRC32 of every
+  file in ``state/`` (so that a damaged file is named before tensorstore reads
+  it, and cannot restore silently). Checkpoints of format 1 (one orbax array per
+  leaf, written before aced packed them) restore too.
 
 aced owns the step directory; orbax only writes ``state/`` inside it. A save
 fills ``<step>.partial/`` and renames it to ``<step>/`` once the record is on

@@ -4,6 +4,7 @@ See `aced.train.checkpoint` for the layout; `save` and `restore` build on these.
 """
 
 import dataclasses
+import math
 import os
 import pathlib
 import re
@@ -22,7 +23,11 @@ from aced.train.state import TrainState
 CHECKPOINTS = "checkpoints"
 STATE = "state"
 RECORD = pathlib.Path("meta", "metadata")  # where orbax's JSON item put it before aced wrote it
-FORMAT = 1
+# 2: the arrays of each dtype packed into one flat array (orbax's cost is mostly per
+# array: about 100 ms for a small model's 190 arrays, 25 ms for its 3 packed ones);
+# 1: one orbax array per state leaf. `restore_checkpoint` reads both.
+FORMAT = 2
+FORMATS = (1, 2)
 # In-progress saves and clean-ups (and the temporary directories of orbax's own manager,
 # which wrote aced's checkpoints before): never a step, removed by `open_checkpoints`.
 LEFTOVER = re.compile(r"\d+\.(partial|deleting|orbax-checkpoint-tmp.*)")
@@ -75,6 +80,34 @@ def split_state(state: TrainState) -> tuple[dict[str, Any], Any, Any]:
     arrays = eqx.tree_at(lambda s: s.key, arrays, key_data)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(arrays)
     return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}, treedef, static
+
+
+def pack(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """``({dtype: flat array}, {name: offset})``: each dtype's arrays, flattened and
+    concatenated in the order of `arrays`; a name's elements start at its offset in
+    the flat array of its dtype."""
+    groups: dict[str, list[np.ndarray]] = {}
+    offsets, sizes = {}, {}
+    for name, array in arrays.items():
+        dtype = str(array.dtype)
+        offsets[name] = sizes.get(dtype, 0)
+        sizes[dtype] = offsets[name] + array.size
+        groups.setdefault(dtype, []).append(np.ravel(array))
+    return {dtype: np.concatenate(flat) for dtype, flat in groups.items()}, offsets
+
+
+def unpack(
+    packed: dict[str, np.ndarray], layout: dict[str, dict[str, Any]]
+) -> dict[str, np.ndarray]:
+    """The arrays `pack` flattened: ``layout[name]`` holds their shape, dtype and offset."""
+    out = {}
+    for name, entry in layout.items():
+        shape, start = tuple(entry["shape"]), entry["offset"]
+        flat = packed[entry["dtype"]][start : start + math.prod(shape)]
+        if flat.size != math.prod(shape):
+            raise ValueError(f"array {name} lies beyond its packed {entry['dtype']} array")
+        out[name] = flat.reshape(shape)
+    return out
 
 
 def array_crc(array: Any) -> int:

@@ -1,4 +1,8 @@
-"""Reading a checkpoint: aced's record and file list first, then orbax's arrays, all checked."""
+"""Reading a checkpoint: aced's record and file list first, then orbax's arrays, all checked.
+
+Reads both formats (`layout.FORMAT`): the arrays packed by dtype (2) and the
+arrays one by one (1, checkpoints written before aced packed them).
+"""
 
 import json
 import os
@@ -7,11 +11,13 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from aced.train.checkpoint.layout import (
     CHECKPOINTS,
-    FORMAT,
+    FORMATS,
     RECORD,
     STATE,
     CheckpointError,
@@ -20,22 +26,25 @@ from aced.train.checkpoint.layout import (
     damaged_file,
     first_line,
     split_state,
+    unpack,
 )
 from aced.train.state import TrainState
 
 
 def _record_problem(record: Any, step: int) -> str | None:
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(record, dict) or record.get("format") not in FORMATS:
         return "it is not an aced checkpoint record"
     if record.get("step") != step:
         return f"it names step {record.get('step')!r}, not {step}"
     arrays = record.get("arrays")
+    packed = record.get("packed", {} if record["format"] == 1 else None)
     if not isinstance(record.get("key_impl"), str) or not isinstance(arrays, dict):
         return "it lacks the key or the array list"
-    if not all(
-        isinstance(a, dict) and {"shape", "dtype", "crc32"} <= set(a) for a in arrays.values()
-    ):
+    fields = {"shape", "dtype", "crc32"} | ({"offset"} if record["format"] >= 2 else set())
+    if not all(isinstance(a, dict) and fields <= set(a) for a in arrays.values()):
         return "its array list is incomplete"
+    if not isinstance(packed, dict) or not all(isinstance(n, int) for n in packed.values()):
+        return "its packed array list is damaged"
     files = record.get("files", {})  # absent in checkpoints written before aced listed them
     if not isinstance(files, dict) or not all(
         isinstance(f, list) and len(f) == 2 and all(isinstance(n, int) for n in f)
@@ -111,12 +120,36 @@ def read_meta(run_dir: str | os.PathLike, step: int | None = None) -> dict[str, 
         raise _unreadable(path, step, str(error), run_dir) from error
 
 
-def _read_arrays(path: pathlib.Path, targets: dict[str, jax.ShapeDtypeStruct]) -> dict[str, Any]:
+def _read_arrays(path: pathlib.Path, targets: dict[str, Any]) -> dict[str, Any]:
     checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
     try:
         return checkpointer.restore(path, args=ocp.args.StandardRestore(targets))
     finally:
         checkpointer.close()
+
+
+def _read_state(
+    path: pathlib.Path, meta: dict[str, Any], targets: dict[str, jax.ShapeDtypeStruct]
+) -> dict[str, Any]:
+    """The arrays of `targets` from `path` (a step's ``state/``), each checked against
+    its CRC32, placed with its target's sharding."""
+    stored = meta["arrays"]
+    if meta["format"] == 1:
+        arrays = _read_arrays(path, targets)
+    else:  # the packed arrays on the host, then each leaf's slice onto its devices
+        flat = {dtype: np.empty((n,), jnp.dtype(dtype)) for dtype, n in meta["packed"].items()}
+        arrays = unpack(_read_arrays(path, flat), {name: stored[name] for name in targets})
+    damaged = [name for name in targets if array_crc(arrays[name]) != stored[name]["crc32"]]
+    if damaged:
+        raise ValueError(f"array {damaged[0]} does not match its checksum")
+    if meta["format"] == 1:
+        return arrays
+    return {
+        name: jax.make_array_from_callback(
+            target.shape, target.sharding, lambda index, host=arrays[name]: host[index]
+        )
+        for name, target in targets.items()
+    }
 
 
 def restore_checkpoint(
@@ -167,10 +200,7 @@ def restore_checkpoint(
     if damaged:
         raise _unreadable(path, step, damaged, run_dir)
     try:
-        restored = _read_arrays(path / STATE, targets)
-        damaged = [name for name in targets if array_crc(restored[name]) != stored[name]["crc32"]]
-        if damaged:
-            raise ValueError(f"array {damaged[0]} does not match its checksum")
+        restored = _read_state(path / STATE, meta, targets)
         arrays = jax.tree_util.tree_unflatten(treedef, [restored[name] for name in names])
         key = jax.random.wrap_key_data(arrays.key, impl=meta["key_impl"])
     except Exception as error:  # orbax and tensorstore raise many types for a damaged file

@@ -1,4 +1,8 @@
-"""Writing a checkpoint: orbax's arrays and aced's record into ``<step>.partial/``, then a rename."""
+"""Writing a checkpoint: orbax's arrays and aced's record into ``<step>.partial/``, then a rename.
+
+The state's arrays go to orbax packed by dtype (`layout.pack`: a few flat arrays,
+not one per leaf); the record keeps each array's shape, dtype, offset and CRC32.
+"""
 
 import errno
 import json
@@ -24,6 +28,7 @@ from aced.train.checkpoint.layout import (
     file_list,
     first_line,
     fsync_dir,
+    pack,
     remove,
     split_state,
     sync,
@@ -101,15 +106,22 @@ def save_checkpoint(checkpoints: Checkpoints, state: TrainState, meta: dict[str,
     # Host copies: the state is replicated, and orbax's replica-parallel writer
     # would compile a slicing program per array and replica.
     arrays = {name: np.asarray(a) for name, a in arrays.items()}
+    packed, offsets = pack(arrays)
     record = {
         **meta,
         "format": FORMAT,
         "step": step,
         "key_impl": str(jax.random.key_impl(state.key)),
         "arrays": {
-            name: {"shape": list(a.shape), "dtype": str(a.dtype), "crc32": array_crc(a)}
+            name: {
+                "shape": list(a.shape),
+                "dtype": str(a.dtype),
+                "crc32": array_crc(a),
+                "offset": offsets[name],
+            }
             for name, a in arrays.items()
         },
+        "packed": {dtype: int(flat.size) for dtype, flat in packed.items()},
     }
     partial, primary = directory / f"{step}.partial", jax.process_index() == 0
     try:
@@ -117,7 +129,7 @@ def save_checkpoint(checkpoints: Checkpoints, state: TrainState, meta: dict[str,
             remove(partial)
             partial.mkdir(parents=True)
         sync(f"aced:save:{step}:partial")
-        _write_arrays(partial / STATE, arrays)
+        _write_arrays(partial / STATE, packed)
         _pause_if_asked(step, partial)
         if primary:
             # orbax's files too, so that a damaged file is found before tensorstore reads it.
