@@ -39,6 +39,7 @@ from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
@@ -102,6 +103,9 @@ def aced_step(method: str):
 
     def sync(metrics):
         jax.block_until_ready(metrics)
+
+    # The step's jaxpr, for `benchmarks/matmul_floor.py`.
+    run.jaxpr = lambda: eqx.filter_make_jaxpr(step)(box["state"], batch, reference)[0]
 
     params = sum(x.size for x in jax.tree.leaves(learner) if isinstance(x, jax.Array))
     return run, sync, params

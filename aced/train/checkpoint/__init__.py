@@ -6,8 +6,8 @@ A training checkpoint is one step directory ``<run>/checkpoints/<step>/`` holdin
   optimiser state, step, and the PRNG key as its raw key data), packed by
   dtype into one flat array each (``float32``, ``int32``, ``uint32``, ...),
   written by orbax's `StandardCheckpointHandler` (tensorstore); orbax's cost
-  is mostly per array, so a few flat arrays save about 4x faster than one
-  array per leaf (`benchmarks/loop_overhead.py --breakdown`);
+  is mostly per array, so a few flat arrays save faster than one array per
+  leaf (`benchmarks/loop_overhead.py --breakdown` times the saves);
 - ``meta/metadata``: aced's JSON record: the step, the data iterator's
   position, the `RunConfig`, the cumulative training FLOPs, the last metrics,
   every leaf under its flat name (``jax.tree_util.keystr``) with its shape,

@@ -24,7 +24,7 @@ CHECKPOINTS = "checkpoints"
 STATE = "state"
 RECORD = pathlib.Path("meta", "metadata")  # where orbax's JSON item put it before aced wrote it
 # 2: the arrays of each dtype packed into one flat array (orbax's cost is mostly per
-# array: about 100 ms for a small model's 190 arrays, 25 ms for its 3 packed ones);
+# array; benchmarks/README.md, "Loop overhead", has a save's time before and after);
 # 1: one orbax array per state leaf. `restore_checkpoint` reads both.
 FORMAT = 2
 FORMATS = (1, 2)
