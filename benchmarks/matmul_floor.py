@@ -24,12 +24,11 @@ this machine.
 
 import argparse
 import collections
-import json
 import os
 import statistics
 import time
 
-from machine import describe
+from machine import describe, write_result
 from throughput import BATCH, aced_step, open_clip_step, time_steps
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -191,12 +190,7 @@ def main():
         "load_average": {"before": load_before, "after": os.getloadavg()},
     }
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.out)
-        print(f"wrote {args.out}")
+        write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,9 @@ Usage::
 """
 
 import argparse
-import json
 import os
 
-from machine import describe
+from machine import describe, write_result
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -89,14 +88,10 @@ def main():
               f"{r['overlap_with_highest']:7.3f} {r['min_overlap_with_highest']:6.3f} "
               f"{r['overlap_of_two_keys']:7.3f}")  # fmt: skip
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         result = {"B": n, "b": n_select, "n_chunks": n_chunks, "seeds": seeds, "rows": rows,
                   "backend": jax.default_backend(), "machine": describe(),
                   "jax": jax.__version__}  # fmt: skip
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)
-        print(f"wrote {args.out}")
+        write_result(result, args.out)
 
 
 if __name__ == "__main__":
