@@ -26,7 +26,6 @@ import argparse
 import collections
 import os
 import statistics
-import time
 
 from machine import describe, write_result
 from throughput import BATCH, aced_step, open_clip_step, time_steps
@@ -113,14 +112,6 @@ def torch_product(key):
     return lambda: torch.einsum(spec, a, b), lambda out: None
 
 
-def time_calls(run, sync, calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        out = run()
-    sync(out)
-    return (time.perf_counter() - start) / calls
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -150,7 +141,7 @@ def main():
         for library, column in (("xla", 0), ("torch", 1)):
             total = 0.0
             for key, pair in products.items():
-                t = time_calls(*pair[column], calls)
+                t = time_steps(*pair[column], calls)
                 per_product[key][library].append(t)
                 total += counts[key] * t
             seconds[library].append(total)
