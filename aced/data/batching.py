@@ -174,7 +174,8 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
         self.skipped = 0
         self._state = state
         self._order_cache: tuple[int, np.ndarray] | None = None
-        self._token_rows: dict[str, np.ndarray] = {}
+        self._token_row: dict[str, int] = {}  # caption -> its row in _token_matrix
+        self._token_matrix: np.ndarray | None = None  # (capacity, L) once a row is cached
 
     @property
     def state(self) -> IteratorState:
@@ -234,12 +235,29 @@ class BatchIterator(Iterator[dict[str, np.ndarray]]):
     def _tokens(self, captions: list[str]) -> np.ndarray:
         """The tokenizer's rows of `captions`: captions seen before from the cache, the
         others in one call (an epoch's repeats cost a lookup, not a tokenization)."""
-        rows = self._token_rows
-        new = list(dict.fromkeys(c for c in captions if c not in rows))
-        fresh = dict(zip(new, np.asarray(self.tokenizer(new), dtype=np.int32))) if new else {}
-        if len(rows) + len(fresh) <= TOKEN_CACHE_SIZE:  # else a dataset too large to repeat
-            rows.update(fresh)
-        return np.stack([rows[c] if c in rows else fresh[c] for c in captions])
+        index = self._token_row
+        new = list(dict.fromkeys(c for c in captions if c not in index))
+        if new:
+            fresh = np.asarray(self.tokenizer(new), dtype=np.int32)
+            if len(index) + len(new) > TOKEN_CACHE_SIZE:  # a dataset too large to repeat
+                return self._uncached(captions, dict(zip(new, fresh)))
+            self._cache_rows(new, fresh)
+        return self._token_matrix[[index[c] for c in captions]]
+
+    def _cache_rows(self, captions: list[str], rows: np.ndarray) -> None:
+        """Append `rows` (one per caption) to the cache matrix, doubling its capacity."""
+        used, matrix = len(self._token_row), self._token_matrix
+        if matrix is None or used + len(rows) > len(matrix):
+            grown = np.zeros((max(2 * used, used + len(rows)), rows.shape[1]), np.int32)
+            if matrix is not None:
+                grown[:used] = matrix[:used]
+            self._token_matrix = matrix = grown
+        matrix[used : used + len(rows)] = rows
+        self._token_row.update(zip(captions, range(used, used + len(rows))))
+
+    def _uncached(self, captions: list[str], fresh: dict[str, np.ndarray]) -> np.ndarray:
+        index, matrix = self._token_row, self._token_matrix
+        return np.stack([matrix[index[c]] if c in index else fresh[c] for c in captions])
 
     def _assemble(self, parts: list[tuple[np.ndarray, LoadedExamples]]) -> dict[str, np.ndarray]:
         keep = [p.ok for _, p in parts]

@@ -78,8 +78,8 @@ def to_model_images(
         images = images[..., None]
     if images.shape[-1] not in (1, channels):
         raise ValueError(f"images have {images.shape[-1]} channels; the model expects {channels}")
-    scaled = images.astype(np.float32)  # (n, H, W, c); then in place, the same two roundings
-    scaled /= np.float32(127.5)
+    # (n, H, W, c): uint8 -> f32 is exact, so these are the two roundings of x / 127.5 - 1
+    scaled = np.divide(images, np.float32(127.5), dtype=np.float32)
     scaled -= np.float32(1.0)
     if scaled.shape[-1] != channels:
         scaled = np.repeat(scaled, channels, axis=-1)
