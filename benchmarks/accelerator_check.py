@@ -4,8 +4,9 @@ On one GPU (or TPU) the script runs, each part in a fresh process so that its
 peak device memory is its own, each bounded by what is left of ``--budget``
 seconds (default 420), and each failure recorded rather than fatal:
 
-1. ``kernel_tests``: ``tests/test_kernel_pair_scores.py``, whose compiled cases
-   run wherever the default backend is not the CPU;
+1. ``kernel_tests``: ``tests/test_kernel_pair_scores.py`` and
+   ``tests/test_kernel_mgpu.py``, whose compiled cases run wherever the default
+   backend is not the CPU (the Mosaic GPU ones on a Hopper GPU);
 2. ``blocked_vs_dense``: `joint_select_blocked` (the compiled kernel) against
    `joint_select` on the dense matrix at B = 16,384, D = 256: the fraction of
    indices shared (a compiled kernel rounds its products its own way, so exact
@@ -14,11 +15,15 @@ seconds (default 420), and each failure recorded rather than fatal:
    for D in {256, 768, 1152}: compile and run seconds, peak device memory;
 4. ``kernel_flops``: one call of the kernel (chunk c = 819, D = 768,
    learnability: two views) against an XLA matmul of the same shapes
-   (2 products of (B, D) x (D, c) per view): achieved FLOP/s of each;
+   (2 products of (B, D) x (D, c) per view): achieved FLOP/s of each, and the
+   largest difference of the sums from the dense f32 reference; once per
+   kernel (`KERNELS`: Triton, and Mosaic GPU at each precision; on a GPU
+   without wgmma the Mosaic GPU rows record their error);
 5. ``acid_step``: one ACID step (``mu/7`` learner, ``nano/7`` reference,
    B = 16,384, b = 3,072): compile and step seconds.
 
-Every part uses the tiles a user gets by default (`aced.kernels.default_blocks`:
+Every other part uses the kernel (``gpu_lowering="auto"``: Mosaic GPU on a
+Hopper GPU, Triton on others) and the tiles a user gets by default (`aced.kernels.default_blocks`:
 `aced.kernels.GPU_BLOCKS` compiled, within the per-program budget, and
 ``BlockSizes()`` in the interpreter), recorded in each row; the dense matrix of
 part 2 is built on the same tiles.
@@ -42,6 +47,9 @@ import time
 
 PARTS = ("kernel_tests", "blocked_vs_dense", "blocked_select", "kernel_flops", "acid_step")
 WIDTHS = (256, 768, 1152)
+# (gpu_lowering, precision) of the kernel_flops rows; --smoke runs the first (interpreted).
+KERNELS = (("triton", "highest"), ("mosaic_gpu", "highest"), ("mosaic_gpu", "tf32"),
+           ("mosaic_gpu", "bf16"))  # fmt: skip
 
 
 def views(n: int, d: int, seed: int):
@@ -77,11 +85,16 @@ def peak_bytes():
     return stats.get("peak_bytes_in_use")
 
 
-def part(name: str, scale: int, width: int | None) -> dict:
+def part(name: str, scale: int, width: int | None, kernel: tuple[str, str] | None) -> dict:
     """One part, in this process; returns its row."""
     import jax
 
-    from aced.kernels import blocked_pair_score_sums, default_blocks, resolve_interpret
+    from aced.kernels import (
+        blocked_pair_score_sums,
+        blocked_pair_score_sums_reference,
+        default_blocks,
+        resolve_interpret,
+    )
     from aced.selection import PAIR_SCORES, joint_select, joint_select_blocked, score_matrix
 
     # The tiles each path uses unless told: GPU_BLOCKS compiled, BlockSizes() interpreted.
@@ -117,7 +130,12 @@ def part(name: str, scale: int, width: int | None) -> dict:
         entry = PAIR_SCORES["learnability"]
         score_views = entry.views(learner, reference)
         chunk = jax.numpy.arange(c, dtype=jax.numpy.int32) * (n // c)
-        kernel = jax.jit(lambda ch: blocked_pair_score_sums(score_views, entry.combine, ch))
+        lowering, precision = kernel or KERNELS[0]
+        block = dataclasses.replace(block, gpu_lowering=lowering, precision=precision)
+        row["block"] = dataclasses.asdict(block)
+        kernel = jax.jit(
+            lambda ch: blocked_pair_score_sums(score_views, entry.combine, ch, block=block)
+        )
 
         @jax.jit
         def matmuls(ch):  # the kernel's products, plain: S[k, q] and S[q, k] per view
@@ -129,8 +147,11 @@ def part(name: str, scale: int, width: int | None) -> dict:
 
         flops = 2 * 2 * n * c * d * len(score_views)
         (_, kernel_s), (_, matmul_s) = timed(kernel, chunk), timed(matmuls, chunk)
+        want = blocked_pair_score_sums_reference(score_views, entry.combine, chunk)
+        error = max(float(abs(g - w).max()) for g, w in zip(kernel(chunk), want))
         row |= {"B": n, "D": d, "c": c, "flops": flops, "kernel_tflops": flops / kernel_s / 1e12,
-                "matmul_tflops": flops / matmul_s / 1e12, "kernel_vs_matmul": matmul_s / kernel_s}  # fmt: skip
+                "matmul_tflops": flops / matmul_s / 1e12, "kernel_vs_matmul": matmul_s / kernel_s,
+                "max_abs_error": error}  # fmt: skip
     elif name == "acid_step":
         row |= acid_step(16384 // scale)
     row["peak_device_bytes"] = peak_bytes()
@@ -168,19 +189,28 @@ def acid_step(n: int) -> dict:
             "first_s": first, "step_s": step_s}  # fmt: skip
 
 
-def in_subprocess(name: str, scale: int, width: int | None, timeout: float) -> dict:
+def in_subprocess(
+    name: str, scale: int, width: int | None, kernel: tuple[str, str] | None, timeout: float
+) -> dict:
     if name == "kernel_tests":
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   "tests/test_kernel_pair_scores.py"]  # fmt: skip
+                   "tests/test_kernel_pair_scores.py", "tests/test_kernel_mgpu.py"]  # fmt: skip
     else:
         command = [sys.executable, __file__, "--part", name, "--scale", str(scale)]
         command += ["--width", str(width)] if width else []
+        command += ["--kernel", *kernel] if kernel else []
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"part": name, "D": width, "error": f"stopped after {timeout:.0f} s"}
+        return {
+            "part": name,
+            "D": width,
+            "kernel": kernel,
+            "error": f"stopped after {timeout:.0f} s",
+        }
     row = {"part": name, "seconds": round(time.perf_counter() - start, 1)}
+    row |= {"kernel": "/".join(kernel)} if kernel else {}
     lines = done.stdout.strip().splitlines()
     if name == "kernel_tests":
         return row | {
@@ -210,22 +240,26 @@ def main():
     parser.add_argument("--part", choices=PARTS[1:], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--kernel", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:  # a worker: one part, its row as the last line
-        print(json.dumps(part(args.part, args.scale, args.width)))
+        kernel = tuple(args.kernel) if args.kernel else None
+        print(json.dumps(part(args.part, args.scale, args.width, kernel)))
         return
     if args.smoke:
         os.environ["JAX_PLATFORMS"] = "cpu"
     scale, deadline = (32 if args.smoke else 1), time.monotonic() + args.budget
-    jobs = [(p, None) for p in PARTS if p != "blocked_select"]
-    jobs[2:2] = [("blocked_select", d) for d in WIDTHS]
+    kernels = KERNELS[:1] if args.smoke else KERNELS
+    jobs = [("kernel_tests", None, None), ("blocked_vs_dense", None, None)]
+    jobs += [("blocked_select", d, None) for d in WIDTHS]
+    jobs += [("kernel_flops", None, k) for k in kernels] + [("acid_step", None, None)]
     rows = []
-    for name, width in jobs:
+    for name, width, kernel in jobs:
         left = deadline - time.monotonic()
         if left < 5:
             rows.append({"part": name, "D": width, "error": "not run: the time budget was spent"})
             continue
-        rows.append(in_subprocess(name, scale, width, left))
+        rows.append(in_subprocess(name, scale, width, kernel, left))
         print(json.dumps(rows[-1]), flush=True)
     os.makedirs(args.out, exist_ok=True)
     result = {"smoke": args.smoke, "budget_s": args.budget, "rows": rows}

@@ -103,6 +103,7 @@ def test_overrides_are_typed_and_nested():
         ("selection.interpret=maybe", "must be a boolean"),
         ("selection.block_cols=48", r"step.selection: block_cols=48 must be a power of two"),
         ("selection.precision=fp8", "must be one of 'highest', 'tf32', 'bf16'"),
+        ("selection.gpu_lowering=cuda", "must be one of 'auto', 'triton', 'mosaic_gpu'"),
         ("selection.rule=best", "must be one of 'jest', 'greedy'"),
         ("selection.filter_ratio=1.5", r"must be in \[0, 1\)"),
         ("distill.loss=cosine", "must be one of"),

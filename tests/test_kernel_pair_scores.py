@@ -214,19 +214,18 @@ def test_program_bytes_and_the_budget():
     assert default_blocks(True) == BlockSizes() and default_blocks(False) == GPU_BLOCKS
 
 
-@pytest.mark.parametrize("widths", [(256, 1152)])
-def test_compiled_kernel_lowers_for_an_nvidia_gpu_at_real_sizes(widths):
-    # Lowered from CPU for CUDA (no GPU needed): one Triton call, one program per row tile.
+def lowered_for_cuda(score_sums, widths=(256, 1152), size=65_536, chunk=819) -> str:
+    """The StableHLO text of ``score_sums(views, combine, ids)`` for learnability at real
+    sizes (a learner and a reference of `widths`, B = `size`, a chunk of `chunk`),
+    lowered for CUDA from the CPU: no GPU needed."""
     entry = PAIR_SCORES["learnability"]
-    size, chunk = 65_536, 819
 
     def sums(z_learner, z_reference, t, ids):
         learner, reference = (
             Embedded(z_learner, z_learner, t, t),
             Embedded(z_reference, z_reference, t, t),
         )
-        score_views = entry.views(learner, reference)
-        return pair_scores._pair_score_sums(score_views, entry.combine, ids, GPU_BLOCKS, False)
+        return score_sums(entry.views(learner, reference), entry.combine, ids)
 
     spec = jax.ShapeDtypeStruct
     lowered = (
@@ -239,9 +238,16 @@ def test_compiled_kernel_lowers_for_an_nvidia_gpu_at_real_sizes(widths):
         )
         .lower(lowering_platforms=("cuda",))
     )
-    text = lowered.as_text()
+    return lowered.as_text()
+
+
+def test_compiled_kernel_lowers_for_an_nvidia_gpu_at_real_sizes():
+    # One Triton call, one program per row tile.
+    text = lowered_for_cuda(
+        lambda v, combine, ids: pair_scores._pair_score_sums(v, combine, ids, GPU_BLOCKS, False)
+    )
     assert text.count("xla.gpu.triton") == 1
-    assert f"grid_x = {size // GPU_BLOCKS.block_rows} " in text
+    assert f"grid_x = {65_536 // GPU_BLOCKS.block_rows} " in text
 
 
 def test_bad_arguments_are_rejected():

@@ -28,15 +28,13 @@ def triton_compiler_params(num_warps: int, num_stages: int) -> Any:
     ``CompilerParams`` (earlier releases named it ``TritonCompilerParams``).
     Returns ``None`` where the Triton module is absent.
 
-    Why not Mosaic GPU (found by lowering the kernel for it from the CPU with
-    jax 0.10.2): it copies whole ``BlockSpec`` blocks to shared memory, so
-    the chunk arrays (c_pad x D) alone ask for 0.8-3.7 MB against 232,448
-    bytes; its lane-level lowering has no rule for ``dot_general`` (products
-    go through ``plgpu.wgmma`` on shared-memory tiles, with a sequential grid
-    and scratch accumulators) nor for ``log1p``; its resource estimation
-    rejects the ``custom_jvp`` of ``jax.nn.log_sigmoid``; and JAX recommends
-    ``plgpu.kernel`` over ``pallas_call`` for it. A Mosaic GPU kernel is a
-    rewrite around those primitives, not a change of parameters.
+    Why this kernel is not also lowered to Mosaic GPU (found by lowering it
+    for Mosaic GPU from the CPU with jax 0.10.2): Mosaic GPU copies whole
+    ``BlockSpec`` blocks to shared memory; its lane-level lowering has no rule
+    for ``dot_general`` (products go through ``plgpu.wgmma`` on shared-memory
+    tiles) nor for ``log1p``; and its resource estimation rejects the
+    ``custom_jvp`` of ``jax.nn.log_sigmoid``. So the Mosaic GPU kernel is a
+    separate rewrite around those primitives: `aced.kernels.pair_scores_mgpu`.
     """
     try:
         from jax.experimental.pallas import triton as pl_triton
@@ -46,3 +44,19 @@ def triton_compiler_params(num_warps: int, num_stages: int) -> Any:
         pl_triton, "TritonCompilerParams", None
     )
     return None if params is None else params(num_warps=num_warps, num_stages=num_stages)
+
+
+def mgpu_interpret_params() -> Any:
+    """Parameters that run a Mosaic GPU kernel in Pallas' GPU interpreter on CPU.
+
+    The interpreter (JAX 0.10) simulates shared memory, TMA copies, barriers
+    and wgmma. Its parameters are not exported under ``jax.experimental`` yet
+    (``pallas_call`` and ``plgpu.kernel`` take them as ``interpret=``), so they
+    come from ``jax._src`` here, the one place that names them. Returns
+    ``None`` where the installed JAX has no GPU interpreter.
+    """
+    try:
+        from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
+    except ImportError:  # pragma: no cover - depends on the installed jax
+        return None
+    return InterpretGPUParams()

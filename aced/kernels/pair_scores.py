@@ -41,7 +41,7 @@ from jax.experimental import pallas as pl
 from jaxtyping import Array, Float, Int, jaxtyped
 
 from aced.kernels import compat
-from aced.kernels.fixed_point import fixed_point_bits, fixed_point_split, fixed_point_value
+from aced.kernels.fixed_point import fixed_point_split, fixed_point_value
 from aced.kernels.tiling import (
     GPU_BLOCKS,
     BlockSizes,
@@ -50,6 +50,7 @@ from aced.kernels.tiling import (
     check_program_bytes,
     pad_rows,
     pad_width,
+    padded_chunk,
     pair_losses_tile,
     tile_logits,
 )
@@ -137,6 +138,10 @@ def _pair_score_sums(
     block: BlockSizes,
     interpret: bool,
 ) -> tuple[Array, Array]:
+    if resolve_gpu_lowering(block.gpu_lowering, interpret) == "mosaic_gpu":
+        from aced.kernels.pair_scores_mgpu import mgpu_pair_score_sums
+
+        return mgpu_pair_score_sums(views, combine, chunk, block, interpret)
     n = views[0].zimg.shape[0]
     # Triton's parameters whenever the kernel is compiled for (or lowered to) a GPU.
     on_gpu = not interpret and jax.default_backend() != "tpu"
@@ -144,10 +149,8 @@ def _pair_score_sums(
         block = compiled_blocks(block, tuple(v.zimg.shape[1] for v in views), on_gpu)
     block_rows, block_cols = block.block_rows, block.block_cols
     n_row_tiles = pl.cdiv(n, block_rows)
-    n_col_tiles = pl.cdiv(chunk.shape[0], block_cols)
-    frac_bits = fixed_point_bits(chunk.shape[0])
+    ids, n_col_tiles, frac_bits = padded_chunk(chunk, block_cols)
     chunk = chunk.astype(jnp.int32)
-    ids = pad_rows(chunk, n_col_tiles * block_cols, value=-1)
 
     row_arrays, chunk_arrays, params = [], [], []
     for view in map(as_f32, views):
@@ -197,6 +200,25 @@ def default_blocks(interpret: bool) -> BlockSizes:
     return BlockSizes() if interpret else GPU_BLOCKS
 
 
+def resolve_gpu_lowering(choice: str, interpret: bool) -> str:
+    """``"mosaic_gpu"``, ``"triton"`` or ``"pallas"``: which kernel `choice` (a
+    `BlockSizes.gpu_lowering`) runs. Interpreted: the Mosaic GPU kernel (in
+    Pallas' GPU interpreter) only when chosen, else ``"pallas"`` (the Pallas
+    interpreter). Compiled on a TPU: ``"pallas"``. On a GPU: as chosen, and for
+    ``"auto"`` Mosaic GPU on a Hopper GPU (compute capability 9.x: wgmma) with
+    JAX >= 0.10, Triton otherwise (and wherever no GPU is attached, e.g. lowering
+    for CUDA from the CPU)."""
+    if interpret:
+        return "mosaic_gpu" if choice == "mosaic_gpu" else "pallas"
+    if jax.default_backend() == "tpu":
+        return "pallas"
+    if choice != "auto":
+        return choice
+    device = jax.devices()[0]
+    hopper = str(getattr(device, "compute_capability", "")).startswith("9")
+    return "mosaic_gpu" if hopper and jax.__version_info__ >= (0, 10) else "triton"
+
+
 def resolve_interpret(interpret: bool | None) -> bool:
     """``interpret`` as given, or for ``None`` (auto): the Pallas interpreter on CPU,
     the compiled kernel on an accelerator (GPU, TPU)."""
@@ -225,7 +247,8 @@ def blocked_pair_score_sums(
     - `block`: tile sizes and the products' precision (default:
       `default_blocks`, `BlockSizes()` interpreted, `GPU_BLOCKS` compiled).
     - `interpret`: run the kernel in the Pallas interpreter (the only mode on
-      CPU); ``False`` compiles it (Triton on GPU); ``None`` (the default):
+      CPU); ``False`` compiles it (on a GPU Mosaic GPU or Triton, by
+      `BlockSizes.gpu_lowering`: `resolve_gpu_lowering`); ``None`` (the default):
       `resolve_interpret`, the interpreter on CPU and compiled elsewhere.
 
     **Returns:** ``(row_sums, col_sums)``, each (B,): ``row_sums[k] = sum_{q in

@@ -20,12 +20,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from aced.kernels.fixed_point import fixed_point_bits
 from aced.types import Embedded
 
 # Per-pair losses of each view a score reads, in order -> the pair scores.
 Combine = Callable[..., Array]
 Precision = Literal["highest", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+# How a compiled kernel lowers on an NVIDIA GPU (`BlockSizes.gpu_lowering`).
+GpuLowering = Literal["auto", "triton", "mosaic_gpu"]
+GPU_LOWERINGS: tuple[str, ...] = get_args(GpuLowering)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +50,16 @@ class BlockSizes:
       in order, of the products of ``block_d``-wide slices of the width (the
       width zero-padded to a multiple of it). ``0`` (the default): the whole
       width in one product.
+    - `gpu_lowering`: the kernel compiled for an NVIDIA GPU. ``"mosaic_gpu"``:
+      `aced.kernels.pair_scores_mgpu`, wgmma tensor cores, Hopper (sm_90) only;
+      it sets its own ``block_rows`` (64) and ``block_d`` (32, 64 for bf16) and
+      runs ``"highest"`` as 3xTF32. ``"triton"``: `aced.kernels.pair_scores`
+      through Pallas' Triton backend (any NVIDIA GPU JAX supports; deprecated
+      in JAX 0.11). ``"auto"`` (the default): Mosaic GPU on a Hopper GPU, Triton
+      on others (`resolve_gpu_lowering`). In the interpreter, ``"mosaic_gpu"``
+      runs the Mosaic GPU kernel in Pallas' GPU interpreter; the others run
+      `aced.kernels.pair_scores` in the Pallas interpreter (bit for bit with the
+      dense path).
 
     `block_rows` and `block_cols` must be powers of two >= 16 (Triton's rule
     for block shapes), `block_rows` a multiple of `block_cols`, and `block_d`
@@ -61,11 +75,14 @@ class BlockSizes:
     block_cols: int = 64
     precision: str = "highest"  # one of PRECISIONS, checked below with a clear message
     block_d: int = 0
+    gpu_lowering: str = "auto"  # one of GPU_LOWERINGS
 
     def __post_init__(self):
         block_rows, block_cols = self.block_rows, self.block_cols
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+        if self.gpu_lowering not in GPU_LOWERINGS:
+            raise ValueError(f"gpu_lowering={self.gpu_lowering!r} must be one of {GPU_LOWERINGS}")
         if block_rows < 16 or block_rows & (block_rows - 1):
             raise ValueError(f"{block_rows=} must be a power of two >= 16")
         if block_cols < 16 or block_cols & (block_cols - 1):
@@ -174,6 +191,15 @@ def as_f32(view: Embedded) -> Embedded:
 def pad_rows(x: Array, rows: int, value=0) -> Array:
     pad = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
     return jnp.pad(x, pad, constant_values=value)
+
+
+def padded_chunk(chunk: Array, block_cols: int) -> tuple[Array, int, int]:
+    """``(ids, n_col_tiles, frac_bits)`` of a kernel's chunk: its int32 indices padded with
+    -1 (no example) to whole column tiles, their number, and the fixed-point fraction
+    bits of sums over the chunk (`aced.kernels.fixed_point.fixed_point_bits`)."""
+    n_col_tiles = -(-chunk.shape[0] // block_cols)
+    ids = pad_rows(chunk.astype(jnp.int32), n_col_tiles * block_cols, value=-1)
+    return ids, n_col_tiles, fixed_point_bits(chunk.shape[0])
 
 
 def pad_width(z: Array, block: BlockSizes) -> Array:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from aced.kernels import BlockSizes, Precision, default_blocks, resolve_interpret
+from aced.kernels import BlockSizes, GpuLowering, Precision, default_blocks, resolve_interpret
 from aced.losses import CONTRASTIVE_LOSSES, KD_LOSSES
 from aced.registry import lookup
 from aced.selection import PAIR_SCORES, SELECTION_RULES
@@ -92,6 +92,13 @@ class SelectionConfig:
         "NVIDIA GPUs, f32 on CPU) or bf16 (bfloat16 inputs, f32 accumulation)",
         default="highest",
     )
+    gpu_lowering: GpuLowering = help_field(
+        "the pair-score kernel compiled for an NVIDIA GPU: mosaic_gpu (wgmma tensor cores, "
+        "Hopper only; highest precision as 3xTF32), triton (any GPU; deprecated in JAX "
+        "0.11) or auto (Mosaic GPU on Hopper, Triton elsewhere); in the interpreter, "
+        "mosaic_gpu runs the Mosaic GPU kernel in Pallas' GPU interpreter",
+        default="auto",
+    )
     score_image_size: int = help_field(
         "Flexi scoring (FlexiJEST): the learner scores the super-batch with its images "
         "resized to this side (a multiple of the patch size, below model.image_size; its "
@@ -126,6 +133,7 @@ class SelectionConfig:
             base.block_cols if self.block_cols is None else self.block_cols,
             self.precision,
             base.block_d if self.block_d is None else self.block_d,
+            self.gpu_lowering,
         )
 
     def implementation_for(self, n: int) -> str:
