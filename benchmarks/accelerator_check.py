@@ -8,9 +8,10 @@ seconds (default 420), and each failure recorded rather than fatal:
    ``tests/test_kernel_mgpu.py``, whose compiled cases run wherever the default
    backend is not the CPU (the Mosaic GPU ones on a Hopper GPU);
 2. ``blocked_vs_dense``: `joint_select_blocked` (the compiled kernel) against
-   `joint_select` on the dense matrix at B = 16,384, D = 256: the fraction of
-   indices shared (a compiled kernel rounds its products its own way, so exact
-   ties may break differently) and whether they are identical;
+   `joint_select` on the dense f32 matrix at B = 16,384, D = 256: the fraction
+   of indices shared (a compiled kernel rounds its products its own way, so
+   exact ties may break differently) and whether they are identical; once per
+   kernel of `KERNELS` (the effect of each precision on the selected indices);
 3. ``blocked_select``: blocked selection at B = 65,536 (b = 13,104, 16 chunks)
    for D in {256, 768, 1152}: compile and run seconds, peak device memory;
 4. ``kernel_flops``: one call of the kernel (chunk c = 819, D = 768,
@@ -105,10 +106,14 @@ def part(name: str, scale: int, width: int | None, kernel: tuple[str, str] | Non
         n, d = 16384 // scale, 256
         learner, reference = views(n, d, 0), views(n, d + 128, 1)
         key, b = jax.random.key(0), (n // 5) // 16 * 16
-        # The same tiles for both paths: the dense matrix's entries are the kernel's products.
+        # The same tiles for both paths: the dense matrix's entries are the kernel's products
+        # (f32: the reference each kernel and precision is measured against).
         matrix = score_matrix(learner, reference, "learnability", block=block)
         dense = joint_select(key, matrix, b, 16)
-        blocked = joint_select_blocked(key, learner, reference, "learnability", b, 16)
+        lowering, precision = kernel or KERNELS[0]
+        chosen = dataclasses.replace(block, gpu_lowering=lowering, precision=precision)
+        row["block"] = dataclasses.asdict(chosen)
+        blocked = joint_select_blocked(key, learner, reference, "learnability", b, 16, block=chosen)
         shared = len(set(dense.tolist()) & set(blocked.tolist())) / b
         row |= {
             "B": n,
@@ -250,7 +255,7 @@ def main():
         os.environ["JAX_PLATFORMS"] = "cpu"
     scale, deadline = (32 if args.smoke else 1), time.monotonic() + args.budget
     kernels = KERNELS[:1] if args.smoke else KERNELS
-    jobs = [("kernel_tests", None, None), ("blocked_vs_dense", None, None)]
+    jobs = [("kernel_tests", None, None)] + [("blocked_vs_dense", None, k) for k in kernels]
     jobs += [("blocked_select", d, None) for d in WIDTHS]
     jobs += [("kernel_flops", None, k) for k in kernels] + [("acid_step", None, None)]
     rows = []
