@@ -24,7 +24,9 @@ from aced.kernels.pair_scores_mgpu import (
     mgpu_pair_score_sums,
     tf32_split,
 )
+from aced.selection import joint_select, joint_select_blocked, score_matrix
 from aced.train.config import preset, updated
+from aced.types import Embedded
 
 HOPPER = jax.default_backend() == "gpu" and str(
     getattr(jax.devices()[0], "compute_capability", "")
@@ -146,3 +148,21 @@ def test_blocks_and_lowering_choice():
         assert resolve_gpu_lowering("mosaic_gpu", False) == "mosaic_gpu"
     if HOPPER:
         assert resolve_gpu_lowering("auto", False) == "mosaic_gpu"
+
+
+def test_a_joint_selection_through_the_mosaic_gpu_kernel_picks_the_dense_selection():
+    # The whole blocked selection (diagonal, 8 chunks of conditional sums) with the
+    # Mosaic GPU kernel in the GPU interpreter: the dense path's indices. Its sums differ
+    # from the dense ones by rounding only, far below the gaps between the logits the
+    # draw compares on this super-batch.
+    if compat.mgpu_interpret_params() is None:
+        pytest.skip("this jax has no GPU interpreter")
+    args = models(5, 128, 24, 40, 10.0, -10.0)
+    learner, reference = Embedded(*args[:4]), Embedded(*args[4:])
+    key = jax.random.key(2)
+    dense = joint_select(key, score_matrix(learner, reference, "learnability"), 32, 8)
+    block = BlockSizes(64, 32, gpu_lowering="mosaic_gpu")
+    blocked = joint_select_blocked(
+        key, learner, reference, "learnability", 32, 8, block=block, interpret=True
+    )
+    np.testing.assert_array_equal(blocked, dense)
