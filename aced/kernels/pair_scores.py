@@ -26,6 +26,10 @@ bit for bit wherever it runs through XLA. With ``c`` terms the fraction keeps
 scores are clipped to as many bits of integer range (±2**21 for c = 819):
 ample for pair losses of a sane temperature and bias.
 
+Compiled for an NVIDIA GPU this kernel goes through Pallas' Triton backend;
+on a Hopper GPU `BlockSizes.gpu_lowering` (``"auto"``) routes the same sums to
+the Mosaic GPU kernel, `aced.kernels.pair_scores_mgpu` (`resolve_gpu_lowering`).
+
 Layout in the manner of ``jax/experimental/pallas/ops/gpu/attention.py``: a
 small kernel body, a jitted wrapper that builds the grid and `BlockSpec`s, and
 `blocked_pair_score_sums_reference` in plain ``jnp``.
