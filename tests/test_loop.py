@@ -224,13 +224,10 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(signalled_runs):
 def test_nan_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     real = loop.compiled_step
 
-    dispatched = []
-
     def poisoned(config, mesh):
         step = real(config, mesh)
 
         def run(state, batch, reference):
-            dispatched.append(int(state.step) + 1)
             state, metrics, chosen = step(state, batch, reference)
             if int(state.step) == 3:
                 metrics = {**metrics, "loss/contrastive": jnp.asarray(jnp.nan, jnp.float32)}
@@ -246,8 +243,6 @@ def test_nan_stops_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monk
     assert checkpoint_steps(tmp_path) == [2]
     assert not (tmp_path / "model").exists()
     assert records(tmp_path)[-1]["step"] == 3  # the bad step is logged for diagnosis
-    # Step 3 saves nothing, so its metrics were read once step 4 was dispatched.
-    assert dispatched == [1, 2, 3, 4]
 
 
 def test_non_finite_scores_with_finite_losses_name_the_embeddings():

@@ -223,59 +223,42 @@ def train(run: RunConfig) -> dict[str, Any]:
         rows = next(batches)
         return rows, super_batch(rows, mesh, cache), batches.state
 
-    def record(n: int, metrics: dict, curated: Any, rows: dict) -> None:
-        """Read step n's metrics: stop on a non-finite one, count its FLOPs, log it."""
-        nonlocal host, flops_total, window_start, window_steps
-        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        flops_total += host.get("flops", 0.0)
-        window_steps += 1
-        if not all(math.isfinite(v) for v in host.values()):
-            log.write(n, {**totals(), **host})
-            where = (
-                f"The last good checkpoint is step {last_saved} in {out / 'checkpoints'}."
-                if last_saved
-                else "No checkpoint was saved before."
-            )
-            check_finite(host, n, where)
-        elapsed = time.perf_counter() - window_start
-        rate = B * window_steps / max(elapsed, 1e-9)
-        bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
-        bar.update(1)
-        if n % run.train.log_every == 0 or n == run.train.steps:
-            diagnostics = selection_diagnostics(supports_fn, curated, rows.get("quality"))
-            log.write(n, {**totals(), "examples_per_s": rate, **host, **diagnostics})
-            window_start, window_steps = time.perf_counter(), 0
-
     # One input thread loads (and shards) the next super-batch while a step computes,
-    # in order: the batches, and so the run, are those of loading them one by one. A
-    # step's metrics are read once the next step is dispatched (`pending`), so the
-    # device never waits for the host's logging; a step whose state is saved or
-    # evaluated, or at which a stop was asked, is read at once.
+    # in order: the batches, and so the run, are those of loading them one by one.
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aced-input")
     try:
         with StopRequest() as stop:
             upcoming = loader.submit(load) if step < run.train.steps else None
-            pending = None
             while step < run.train.steps:
                 rows, batch, data_state = upcoming.result()
                 if step + 1 < run.train.steps:
                     upcoming = loader.submit(load)
                 state, metrics, curated = step_fn(state, batch, frozen)
                 step += 1
-                if pending is not None:  # the previous step's, while this one computes
-                    record(*pending)
-                    pending = None
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                flops_total += host.get("flops", 0.0)
+                window_steps += 1
+                if not all(math.isfinite(v) for v in host.values()):
+                    log.write(step, {**totals(), **host})
+                    where = (
+                        f"The last good checkpoint is step {last_saved} in {out / 'checkpoints'}."
+                        if last_saved
+                        else "No checkpoint was saved before."
+                    )
+                    check_finite(host, step, where)
+                elapsed = time.perf_counter() - window_start
+                rate = B * window_steps / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{host['loss/total']:.4f}", ex_s=f"{rate:.0f}", refresh=False)
+                bar.update(1)
+                if step % run.train.log_every == 0 or step == run.train.steps:
+                    diagnostics = selection_diagnostics(supports_fn, curated, rows.get("quality"))
+                    log.write(step, {**totals(), "examples_per_s": rate, **host, **diagnostics})
+                    window_start, window_steps = time.perf_counter(), 0
                 every = run.train.eval_every
-                evaluating = every and step % every == 0 and step != run.train.steps
-                stopping = any_process(stop.signal is not None)  # all processes stop together
-                saving = step % run.train.checkpoint_every == 0 or step == run.train.steps
-                if not (evaluating or saving or stopping):
-                    pending = (step, metrics, curated, rows)
-                    continue
-                record(step, metrics, curated, rows)
-                if evaluating:
+                if every and step % every == 0 and step != run.train.steps:
                     evaluate_now(step)
-                if saving or stopping:
+                stopping = any_process(stop.signal is not None)  # all processes stop together
+                if step % run.train.checkpoint_every == 0 or step == run.train.steps or stopping:
                     save_checkpoint(manager, state, meta(host, data_state))
                     last_saved = step
                 if stopping:
