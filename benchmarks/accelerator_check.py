@@ -48,7 +48,8 @@ import time
 
 PARTS = ("kernel_tests", "blocked_vs_dense", "blocked_select", "kernel_flops", "acid_step")
 WIDTHS = (256, 768, 1152)
-# (gpu_lowering, precision) of the kernel_flops rows; --smoke runs the first (interpreted).
+# (gpu_lowering, precision) of the blocked_vs_dense and kernel_flops rows; --smoke runs
+# the first (interpreted).
 KERNELS = (("triton", "highest"), ("mosaic_gpu", "highest"), ("mosaic_gpu", "tf32"),
            ("mosaic_gpu", "bf16"))  # fmt: skip
 
@@ -77,6 +78,13 @@ def timed(fn, *args, repeats: int = 3) -> tuple[float, float]:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return first, statistics.median(times)
+
+
+def chosen_block(block, kernel: tuple[str, str] | None):
+    """`block` with the (gpu_lowering, precision) of `kernel` (default: the first of
+    `KERNELS`)."""
+    lowering, precision = kernel or KERNELS[0]
+    return dataclasses.replace(block, gpu_lowering=lowering, precision=precision)
 
 
 def peak_bytes():
@@ -110,8 +118,7 @@ def part(name: str, scale: int, width: int | None, kernel: tuple[str, str] | Non
         # (f32: the reference each kernel and precision is measured against).
         matrix = score_matrix(learner, reference, "learnability", block=block)
         dense = joint_select(key, matrix, b, 16)
-        lowering, precision = kernel or KERNELS[0]
-        chosen = dataclasses.replace(block, gpu_lowering=lowering, precision=precision)
+        chosen = chosen_block(block, kernel)
         row["block"] = dataclasses.asdict(chosen)
         blocked = joint_select_blocked(key, learner, reference, "learnability", b, 16, block=chosen)
         shared = len(set(dense.tolist()) & set(blocked.tolist())) / b
@@ -135,8 +142,7 @@ def part(name: str, scale: int, width: int | None, kernel: tuple[str, str] | Non
         entry = PAIR_SCORES["learnability"]
         score_views = entry.views(learner, reference)
         chunk = jax.numpy.arange(c, dtype=jax.numpy.int32) * (n // c)
-        lowering, precision = kernel or KERNELS[0]
-        block = dataclasses.replace(block, gpu_lowering=lowering, precision=precision)
+        block = chosen_block(block, kernel)
         row["block"] = dataclasses.asdict(block)
         kernel = jax.jit(
             lambda ch: blocked_pair_score_sums(score_views, entry.combine, ch, block=block)
@@ -204,18 +210,13 @@ def in_subprocess(
         command = [sys.executable, __file__, "--part", name, "--scale", str(scale)]
         command += ["--width", str(width)] if width else []
         command += ["--kernel", *kernel] if kernel else []
+    named = {"kernel": "/".join(kernel)} if kernel else {}
     start = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {
-            "part": name,
-            "D": width,
-            "kernel": kernel,
-            "error": f"stopped after {timeout:.0f} s",
-        }
-    row = {"part": name, "seconds": round(time.perf_counter() - start, 1)}
-    row |= {"kernel": "/".join(kernel)} if kernel else {}
+        return {"part": name, "D": width, **named, "error": f"stopped after {timeout:.0f} s"}
+    row = {"part": name, "seconds": round(time.perf_counter() - start, 1), **named}
     lines = done.stdout.strip().splitlines()
     if name == "kernel_tests":
         return row | {

@@ -47,7 +47,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from aced.kernels import compat
 from aced.kernels.fixed_point import fixed_point_split, fixed_point_value
-from aced.kernels.tiling import BlockSizes, Combine, as_f32, pad_rows, padded_chunk
+from aced.kernels.tiling import BlockSizes, Combine, as_f32, pad_rows, pad_width, padded_chunk
 from aced.types import Embedded
 
 # Super-batch rows per program: wgmma's M on Hopper, one warpgroup.
@@ -235,7 +235,7 @@ def _mgpu_pair_score_sums(
     block: BlockSizes,
     interpret: Any,
 ) -> tuple[jax.Array, jax.Array]:
-    br, bc, bd = block.block_rows, block.block_cols, block.block_d
+    br, bc = block.block_rows, block.block_cols
     n = views[0].zimg.shape[0]
     n_pad = pl.cdiv(n, br) * br
     ids, n_col_tiles, frac_bits = padded_chunk(chunk, bc)
@@ -243,12 +243,10 @@ def _mgpu_pair_score_sums(
 
     arrays, params, widths = [], [], []
     for view in map(as_f32, views):
-        d_pad = pl.cdiv(view.zimg.shape[1], bd) * bd
-        widths.append(d_pad)
+        widths.append(block.width(view.zimg.shape[1]))  # whole block_d slices
         rows, chunks = [], []
         for z in (view.zimg, view.ztxt):
-            z = jnp.pad(z, ((0, 0), (0, d_pad - z.shape[1])))
-            parts = operand_parts(z, block.precision)
+            parts = operand_parts(pad_width(z, block), block.precision)
             rows.append([pad_rows(p, n_pad) for p in parts])
             chunks.append([pad_rows(p[chunk], n_col_tiles * bc) for p in parts])
             if interpret is not None:
