@@ -1,7 +1,7 @@
-"""``python -m aced``: the ``aced`` command (see `aced.cli`)."""
+"""``python -m aced``: the ``aced`` command (see `aced.launch` and `aced.cli`)."""
 
 import sys
 
-from aced.cli import main
+from aced.launch import main
 
 sys.exit(main())

@@ -40,7 +40,9 @@ import statistics
 import tempfile
 import time
 
-from machine import describe
+from machine import describe, launch
+
+launch(__name__)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -24,7 +24,9 @@ import statistics
 import sys
 import time
 
-from machine import describe
+from machine import describe, launch
+
+launch(__name__)
 
 DEVICES = 8
 os.environ["XLA_FLAGS"] = (

@@ -1,5 +1,7 @@
-"""The machine a benchmark ran on, as its JSON records it: ``describe()``; and
-``write_result``, which writes that JSON whole or not at all.
+"""The machine a benchmark ran on, as its JSON records it: ``describe()``;
+``write_result``, which writes that JSON whole or not at all; and ``launch``,
+which runs a benchmark script with the memory allocator the ``aced`` command
+uses (`aced.launch`).
 
 ``platform.processor()`` is empty on Linux, so the CPU model comes from
 ``/proc/cpuinfo`` where there is one.
@@ -9,6 +11,8 @@ import json
 import os
 import pathlib
 import platform
+
+from aced.launch import allocator_in_use, relaunch
 
 
 def cpu_model() -> str:
@@ -23,8 +27,18 @@ def cpu_model() -> str:
 
 
 def describe() -> str:
-    """For example ``x86_64 Intel(R) Xeon(R) Processor @ 2.60GHz, 2 cores``."""
-    return f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores"
+    """For example ``x86_64 Intel(R) Xeon(R) Processor @ 2.60GHz, 2 cores, tcmalloc``
+    (the allocator since aced's launcher preloads tcmalloc; results before name none)."""
+    return f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, {allocator_in_use()}"
+
+
+def launch(module: str) -> None:
+    """Call with ``__name__`` before jax is imported: a script run as ``__main__``
+    re-executes itself as the ``aced`` command runs, with tcmalloc where installed
+    (`aced.launch.relaunch`; ``ACED_ALLOCATOR=system`` for glibc's malloc). A module
+    imported by a test or another benchmark is left alone."""
+    if module == "__main__":
+        relaunch()
 
 
 def write_result(result: dict, out: str) -> None:

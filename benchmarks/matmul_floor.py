@@ -27,8 +27,10 @@ import collections
 import os
 import statistics
 
-from machine import describe, write_result
-from throughput import BATCH, aced_step, open_clip_step, time_steps
+from machine import describe, launch, write_result
+
+launch(__name__)
+from throughput import BATCH, aced_step, open_clip_step, time_steps  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

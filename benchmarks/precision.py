@@ -20,7 +20,9 @@ Usage::
 import argparse
 import os
 
-from machine import describe, write_result
+from machine import describe, launch, write_result
+
+launch(__name__)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

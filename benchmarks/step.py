@@ -45,7 +45,9 @@ import sys
 import tempfile
 import time
 
-from machine import describe
+from machine import describe, launch
+
+launch(__name__)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -34,7 +34,9 @@ import os
 import statistics
 import time
 
-from machine import describe, write_result
+from machine import describe, launch, write_result
+
+launch(__name__)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
