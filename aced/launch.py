@@ -1,20 +1,19 @@
 """The ``aced`` command's launcher: it runs aced's process with tcmalloc when it can.
 
 XLA:CPU allocates a program's temporaries afresh on every call. glibc's malloc
-serves buffers above its mmap threshold (at most 32 MB) with fresh pages and
-gives them back on free, so every step faults its large buffers in again (the
-stacked residuals of the scanned blocks alone are tens of MB) and numpy's
-fresh arrays in the input pipeline do the same. tcmalloc keeps freed memory
-for reuse. On the 2 cores of an Intel Xeon it made aced's plain SigLIP step
-about 15 % faster and the ``aced train`` loop's overhead smaller
-(``benchmarks/README.md``, "Memory allocator", with the commands). It changes
-no value: the same programs run on the same numbers.
+serves a buffer above its mmap threshold (128 KiB, rising with use to at most
+32 MiB) with fresh pages and gives them back on free, so every step faults
+such buffers in again (the stacked residuals of the scanned blocks of a small
+CPU model are already tens of MiB); tcmalloc keeps freed memory for reuse. On
+the 2 cores of an Intel Xeon aced's steps trained 6 to 11 % more examples a
+second with it (``benchmarks/README.md``, "The memory allocator", with the
+commands). It changes no value: the same programs run on the same numbers.
 
 `relaunch` re-executes the process (``os.execve``, the same arguments) with
 ``LD_PRELOAD`` naming tcmalloc, before jax is imported; `main` (the ``aced``
 command and ``python -m aced``) calls it first, and the benchmarks call it too.
-It does nothing off Linux, where tcmalloc is not installed (Debian:
-``apt-get install libtcmalloc-minimal4``), when ``LD_PRELOAD`` already names an
+It does nothing off Linux, nor where tcmalloc is not installed (Debian:
+``apt-get install libtcmalloc-minimal4``), where ``LD_PRELOAD`` already names an
 allocator, or with ``ACED_ALLOCATOR=system``. ``ACED_ALLOCATOR=tcmalloc`` makes a
 missing tcmalloc an error instead of a quiet fallback. Only the standard library
 is imported here.
