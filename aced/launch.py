@@ -5,9 +5,9 @@ serves a buffer above its mmap threshold (128 KiB, rising with use to at most
 32 MiB) with fresh pages and gives them back on free, so every step faults
 such buffers in again (the stacked residuals of the scanned blocks of a small
 CPU model are already tens of MiB); tcmalloc keeps freed memory for reuse. On
-the 2 cores of an Intel Xeon aced's steps trained 6 to 11 % more examples a
+the 2 cores of an Intel Xeon aced's steps trained 5 to 11 % more examples a
 second with it (``benchmarks/README.md``, "The memory allocator", with the
-commands). It changes no value: the same programs run on the same numbers.
+commands). The allocator decides where buffers live, not what is computed.
 
 `relaunch` re-executes the process (``os.execve``, the same arguments) with
 ``LD_PRELOAD`` naming tcmalloc, before jax is imported; `main` (the ``aced``
@@ -26,6 +26,9 @@ import sys
 from collections.abc import Callable, Mapping
 
 ALLOCATOR_ENV = "ACED_ALLOCATOR"
+# The process id of a re-executed process (an exec keeps it), so that it never
+# re-executes again; its children, with other ids, choose for themselves.
+RELAUNCHED = "ACED_RELAUNCHED"
 # auto: tcmalloc where installed, else the system's; the other two insist.
 ALLOCATORS = ("auto", "tcmalloc", "system")
 TCMALLOC = "tcmalloc_minimal"
@@ -37,10 +40,17 @@ PRELOADED = ("tcmalloc", "jemalloc", "mimalloc")
 LARGE_ALLOC_REPORT = ("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
 
 
+def _preloaded(preload: str) -> list[str]:
+    """The allocators (`PRELOADED`) that ``LD_PRELOAD`` entries name, by file name."""
+    names = [pathlib.PurePath(entry).name for entry in preload.replace(":", " ").split()]
+    return [a for a in PRELOADED if any(n.startswith(f"lib{a}") for n in names)]
+
+
 def allocator_env(
     environ: Mapping[str, str],
     platform: str = sys.platform,
     find_library: Callable[[str], str | None] = ctypes.util.find_library,
+    pid: int | None = None,
 ) -> dict[str, str] | None:
     """The environment to re-execute with, or None to run as is.
 
@@ -49,8 +59,13 @@ def allocator_env(
     - `environ`: the current environment (``ACED_ALLOCATOR``, ``LD_PRELOAD``).
     - `platform`: ``sys.platform``; only ``linux`` preloads.
     - `find_library`: finds tcmalloc's shared library (`ctypes.util.find_library`).
+    - `pid`: this process's id (default `os.getpid()`).
 
-    **Returns:** `environ` with tcmalloc added to ``LD_PRELOAD``, or None.
+    **Returns:** for ``auto`` and ``tcmalloc``, `environ` with tcmalloc added to
+    ``LD_PRELOAD`` (None where it is there already, or for ``auto`` where it is
+    missing or another allocator is preloaded); for ``system``, `environ` with
+    the allocators taken out of ``LD_PRELOAD`` (None where it names none). A
+    process already re-executed (`RELAUNCHED` is its id) gets None.
 
     **Raises:** ValueError for an unknown ``ACED_ALLOCATOR``, or for
     ``ACED_ALLOCATOR=tcmalloc`` where it cannot be preloaded.
@@ -58,35 +73,60 @@ def allocator_env(
     choice = environ.get(ALLOCATOR_ENV, "auto") or "auto"
     if choice not in ALLOCATORS:
         raise ValueError(f"{ALLOCATOR_ENV}={choice!r}: expected one of {', '.join(ALLOCATORS)}")
-    preload = environ.get("LD_PRELOAD", "")
-    if choice == "system" or any(name in preload for name in PRELOADED):
+    pid = os.getpid() if pid is None else pid
+    if environ.get(RELAUNCHED) == str(pid):
         return None
+    preload = environ.get("LD_PRELOAD", "")
+    others = [a for a in _preloaded(preload) if a != "tcmalloc"]
+    if choice == "system":
+        if not _preloaded(preload):
+            return None
+        kept = [e for e in preload.replace(":", " ").split() if not _preloaded(e)]
+        return {**environ, "LD_PRELOAD": " ".join(kept), RELAUNCHED: str(pid)}
+    if "tcmalloc" in _preloaded(preload) or (others and choice == "auto"):
+        return None  # the user's own choice
+    if others:
+        raise ValueError(
+            f"{ALLOCATOR_ENV}=tcmalloc, but LD_PRELOAD already names {others[0]}; "
+            f"remove it from LD_PRELOAD or set {ALLOCATOR_ENV}=auto"
+        )
     library = find_library(TCMALLOC) if platform == "linux" else None
     if library is None:
-        if choice == "tcmalloc":
-            where = "off Linux" if platform != "linux" else "it is not installed"
+        if choice == "tcmalloc" and platform != "linux":
             raise ValueError(
-                f"{ALLOCATOR_ENV}=tcmalloc, but {where}; install it ({INSTALL_HINT}) "
-                f"or set {ALLOCATOR_ENV}=auto"
+                f"{ALLOCATOR_ENV}=tcmalloc, but aced preloads it on Linux only, not on "
+                f"{platform}; set {ALLOCATOR_ENV}=auto or system"
+            )
+        if choice == "tcmalloc":
+            raise ValueError(
+                f"{ALLOCATOR_ENV}=tcmalloc, but it is not installed; install it "
+                f"({INSTALL_HINT}) or set {ALLOCATOR_ENV}=auto"
             )
         return None
-    env = dict(environ)
     # After what is preloaded already: an earlier interposer keeps its priority.
-    env["LD_PRELOAD"] = f"{preload} {library}".strip()
+    env = {**environ, "LD_PRELOAD": f"{preload} {library}".strip(), RELAUNCHED: str(pid)}
     env.setdefault(*LARGE_ALLOC_REPORT)
     return env
 
 
-def allocator_in_use() -> str:
-    """``tcmalloc``, ``jemalloc`` or ``mimalloc`` where this process has one mapped
-    (``/proc/self/maps``), else ``system``."""
-    maps = pathlib.Path("/proc/self/maps")
+def allocator_in_use(maps: pathlib.Path = pathlib.Path("/proc/self/maps")) -> str:
+    """``tcmalloc``, ``jemalloc`` or ``mimalloc`` where this process has its library
+    mapped (by file name, in `maps`), else ``system``."""
     text = maps.read_text() if maps.exists() else ""
-    return next((name for name in PRELOADED if name in text), "system")
+    files = {pathlib.PurePath(line.split()[-1]).name for line in text.splitlines() if "/" in line}
+    found = [a for a in PRELOADED if any(f.startswith(f"lib{a}") for f in files)]
+    return found[0] if found else "system"
 
 
 def relaunch() -> None:
-    """Re-execute this process with tcmalloc preloaded where `allocator_env` says so."""
+    """Re-execute this process where `allocator_env` says so; with
+    ``ACED_ALLOCATOR=tcmalloc``, stop with an error where tcmalloc did not load.
+
+    Call it first thing in a program started as a command (the ``aced`` command, a
+    benchmark script): it starts that program again from its command line
+    (``sys.orig_argv``), so not from a notebook, and not in a script read from
+    standard input (which the new process cannot read again).
+    """
     try:
         env = allocator_env(os.environ)
     except ValueError as error:
@@ -95,6 +135,12 @@ def relaunch() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, sys.orig_argv, env)
+    if os.environ.get(ALLOCATOR_ENV) == "tcmalloc" and allocator_in_use() != "tcmalloc":
+        sys.exit(
+            f"aced: error: {ALLOCATOR_ENV}=tcmalloc, but tcmalloc did not load "
+            f"(LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r}; the dynamic loader says why "
+            f"above); reinstall it ({INSTALL_HINT}) or set {ALLOCATOR_ENV}=auto"
+        )
 
 
 def main() -> int:

@@ -20,9 +20,7 @@ Usage::
 import argparse
 import os
 
-from machine import describe, launch, write_result
-
-launch(__name__)
+from machine import describe, write_result
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

@@ -33,9 +33,7 @@ import sys
 import tempfile
 import time
 
-from machine import describe, launch
-
-launch(__name__)
+from machine import describe
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
