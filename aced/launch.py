@@ -23,7 +23,7 @@ import ctypes.util
 import os
 import pathlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 ALLOCATOR_ENV = "ACED_ALLOCATOR"
 # The process id of a re-executed process (an exec keeps it), so that it never
@@ -33,16 +33,17 @@ RELAUNCHED = "ACED_RELAUNCHED"
 ALLOCATORS = ("auto", "tcmalloc", "system")
 TCMALLOC = "tcmalloc_minimal"
 INSTALL_HINT = "apt-get install libtcmalloc-minimal4"
-# Allocators a user may have preloaded already; aced then leaves LD_PRELOAD alone.
+# Allocators a user may have preloaded already (`auto` then leaves LD_PRELOAD alone;
+# `system` takes them out), recognised by their libraries' file names.
 PRELOADED = ("tcmalloc", "jemalloc", "mimalloc")
 # gperftools prints a line for every allocation above this (default 1 GiB); a
 # B = 65,536 selection or a large eval makes such allocations by design.
 LARGE_ALLOC_REPORT = ("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
 
 
-def _preloaded(preload: str) -> list[str]:
-    """The allocators (`PRELOADED`) that ``LD_PRELOAD`` entries name, by file name."""
-    names = [pathlib.PurePath(entry).name for entry in preload.replace(":", " ").split()]
+def _allocators(paths: Iterable[str]) -> list[str]:
+    """The allocators of `PRELOADED` whose libraries `paths` name (by file name), in order."""
+    names = [pathlib.PurePath(path).name for path in paths]
     return [a for a in PRELOADED if any(n.startswith(f"lib{a}") for n in names)]
 
 
@@ -77,13 +78,15 @@ def allocator_env(
     if environ.get(RELAUNCHED) == str(pid):
         return None
     preload = environ.get("LD_PRELOAD", "")
-    others = [a for a in _preloaded(preload) if a != "tcmalloc"]
+    entries = preload.replace(":", " ").split()
+    named = _allocators(entries)
+    others = [a for a in named if a != "tcmalloc"]
     if choice == "system":
-        if not _preloaded(preload):
+        if not named:
             return None
-        kept = [e for e in preload.replace(":", " ").split() if not _preloaded(e)]
+        kept = [e for e in entries if not _allocators([e])]
         return {**environ, "LD_PRELOAD": " ".join(kept), RELAUNCHED: str(pid)}
-    if "tcmalloc" in _preloaded(preload) or (others and choice == "auto"):
+    if "tcmalloc" in named or (others and choice == "auto"):
         return None  # the user's own choice
     if others:
         raise ValueError(
@@ -113,8 +116,7 @@ def allocator_in_use(maps: pathlib.Path = pathlib.Path("/proc/self/maps")) -> st
     """``tcmalloc``, ``jemalloc`` or ``mimalloc`` where this process has its library
     mapped (by file name, in `maps`), else ``system``."""
     text = maps.read_text() if maps.exists() else ""
-    files = {pathlib.PurePath(line.split()[-1]).name for line in text.splitlines() if "/" in line}
-    found = [a for a in PRELOADED if any(f.startswith(f"lib{a}") for f in files)]
+    found = _allocators(line.split()[-1] for line in text.splitlines() if "/" in line)
     return found[0] if found else "system"
 
 
